@@ -1,0 +1,3 @@
+from roleferry.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""Request dependencies: the runtime, a database session, and the authenticated user."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roleferry.errors import Forbidden, Unauthorized
+from roleferry.runtime import Runtime
+from roleferry.users import service as users
+from roleferry.users.models import User
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rf_…`")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    async with runtime.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    user = await users.authenticate(session, credentials.credentials)
+    if user is None:
+        raise Unauthorized("invalid or revoked API key")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_admin_user(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise Forbidden("this route needs an admin API key")
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin_user)]

@@ -1,0 +1,36 @@
+"""Liveness, readiness and metrics: unauthenticated, for load balancers and Prometheus."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from roleferry.api.deps import RuntimeDep
+from roleferry.errors import ServiceUnavailable
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(runtime: RuntimeDep) -> dict[str, str]:
+    """The database answers and DBOS is launched: this process can take work."""
+    try:
+        checks = await runtime.ready()
+    except Exception as exc:
+        raise ServiceUnavailable(
+            "the database is unreachable", details={"error_type": type(exc).__name__}
+        ) from exc
+    if checks["dbos"] != "launched":
+        raise ServiceUnavailable("durable execution (DBOS) is not launched", details=checks)
+    return {"status": "ready", **checks}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,50 @@
+"""The FastAPI application: wiring only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from roleferry import __version__
+from roleferry.api import health
+from roleferry.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from roleferry.config import Settings
+from roleferry.errors import install_error_handlers
+from roleferry.runtime import Runtime
+from roleferry.users import routes as user_routes
+from roleferry.web import routes as web_routes
+
+
+def create_app(runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime(Settings())
+    settings = runtime.settings
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="RoleFerry Integrations",
+        version=__version__,
+        lifespan=lifespan,
+        description="Contact search, bulk enrichment, outreach and payments over third-party "
+        "providers, with webhooks verified and applied exactly once.",
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        limits={"/webhooks/": settings.webhook_max_body_bytes},
+    )
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    app.include_router(user_routes.router)
+    app.include_router(web_routes.router)
+    return app

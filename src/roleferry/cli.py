@@ -1,0 +1,182 @@
+"""The `roleferry` command: serve, migrate, worker, users."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from roleferry.config import Settings
+from roleferry.db import Database
+from roleferry.errors import Conflict
+from roleferry.logging import configure_logging
+from roleferry.process_lock import AlreadyRunning
+from roleferry.runtime import Runtime
+from roleferry.users import service as users
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+users_app = typer.Typer(no_args_is_help=True, help="Manage users and their API keys.")
+app.add_typer(users_app, name="users")
+
+LOCAL_USER_EMAIL = "local@roleferry.localhost"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ROLEFERRY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        _fail(f"invalid configuration: {problems}", code=2)
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    return settings
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            _fail(
+                f"{host}:{port} is already in use. Stop whatever listens there, "
+                "or pick another port with --port (make run PORT=8001)."
+            )
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _create_first_user(settings: Settings) -> str | None:
+    """On an empty database, create the local admin and return its key."""
+    database = Database(settings.database_url)
+    try:
+        async with database.session() as session:
+            if await users.count_users(session) > 0:
+                return None
+            created = await users.create_user(session, LOCAL_USER_EMAIL, is_admin=True)
+            return created.key.raw
+    finally:
+        await database.dispose()
+
+
+def _save_key(key: str, key_file: Path) -> None:
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(key + "\n")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(envvar="HOST", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 8000,
+) -> None:
+    """Migrate the database and serve the API, the dashboard, the workers and the sandbox."""
+    from roleferry.app import create_app
+
+    settings = _settings()
+    server_url = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+    runtime = Runtime(settings, server_url)
+    try:
+        runtime.lock()
+    except AlreadyRunning as exc:
+        _fail(str(exc))
+    runtime.migrate()
+    sock = _bind(host, port)
+    key_file = Path(settings.data_dir) / "local-api-key"
+    key = asyncio.run(_create_first_user(settings))
+    dashboard = runtime.public_url + "/"
+    if key:
+        _save_key(key, key_file)
+        typer.echo(
+            f"Created the local admin user {LOCAL_USER_EMAIL}. Its API key (saved to {key_file}):"
+        )
+        typer.echo(f"  {key}")
+    typer.echo(f"Dashboard: {dashboard}   API reference: {runtime.public_url}/docs")
+    config = uvicorn.Config(
+        create_app(runtime), log_config=None, proxy_headers=True, timeout_graceful_shutdown=10
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations up to the latest."""
+    settings = _settings()
+    Runtime(settings).migrate()
+    typer.echo("database is up to date")
+
+
+@app.command()
+def worker() -> None:
+    """Run durable workers only (no HTTP), for PostgreSQL deployments with several processes."""
+    settings = _settings()
+    if settings.is_sqlite:
+        _fail(
+            "`roleferry worker` needs PostgreSQL: on SQLite, `roleferry serve` runs the workers "
+            "in its own process. Set ROLEFERRY_DATABASE_URL=postgresql://… to run several."
+        )
+    runtime = Runtime(settings)
+    runtime.migrate()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    async def run() -> None:
+        await runtime.start()
+        typer.echo("worker started; Ctrl-C to stop")
+        try:
+            await asyncio.to_thread(stop.wait)
+        finally:
+            await runtime.stop()
+
+    asyncio.run(run())
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    admin: Annotated[bool, typer.Option("--admin", help="May manage other users.")] = False,
+) -> None:
+    """Create a user; its new API key is printed alone on the last line."""
+    settings = _settings()
+    Runtime(settings).migrate()
+
+    async def create() -> str:
+        database = Database(settings.database_url)
+        try:
+            async with database.session() as session:
+                created = await users.create_user(session, email, is_admin=admin)
+                return created.key.raw
+        finally:
+            await database.dispose()
+
+    try:
+        key = asyncio.run(create())
+    except Conflict as exc:
+        _fail(exc.message)
+    typer.echo(f"created user {email.strip().lower()}{' (admin)' if admin else ''}; API key:")
+    typer.echo(key)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,139 @@
+"""Settings: one pydantic-settings class, every name prefixed `ROLEFERRY_`.
+
+A provider without an API key talks to the built-in sandbox; with a key, to the real API.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Provider(StrEnum):
+    APOLLO = "apollo"
+    CLAY = "clay"
+    HUNTER = "hunter"
+    SENDGRID = "sendgrid"
+    ANTHROPIC = "anthropic"
+    STRIPE = "stripe"
+
+
+REAL_BASE_URLS: dict[Provider, str] = {
+    Provider.APOLLO: "https://api.apollo.io",
+    Provider.CLAY: "https://api.clay.com/public/v0",
+    Provider.HUNTER: "https://api.hunter.io",
+    Provider.SENDGRID: "https://api.sendgrid.com",
+    Provider.ANTHROPIC: "https://api.anthropic.com",
+    Provider.STRIPE: "https://api.stripe.com",
+}
+
+DEFAULT_DATA_DIR = Path(".roleferry")
+MIB = 1024 * 1024
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read from the environment (and `.env`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ROLEFERRY_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/roleferry.sqlite"
+    redis_url: str | None = None
+    public_url: str | None = Field(
+        default=None,
+        description="Where this server is reached from outside; defaults to http://HOST:PORT.",
+    )
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "console"
+    max_body_bytes: int = Field(default=MIB, gt=0)
+    webhook_max_body_bytes: int = Field(default=5 * MIB, gt=0)
+
+    apollo_api_key: SecretStr | None = None
+    apollo_base_url: str | None = None
+    clay_api_key: SecretStr | None = None
+    clay_base_url: str | None = None
+    hunter_api_key: SecretStr | None = None
+    hunter_base_url: str | None = None
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    stripe_api_key: SecretStr | None = None
+    stripe_base_url: str | None = None
+
+    sendgrid_webhook_public_key: str | None = None
+    stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    sandbox_seed: int = 7
+    sandbox_enabled: bool | None = Field(
+        default=None,
+        description="Mount /sandbox; defaults to on when any provider has no key.",
+    )
+
+    @field_validator("stripe_webhook_secret", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("ROLEFERRY_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _no_sandbox_in_production(self) -> Settings:
+        if self.env == "production":
+            missing = [p.value for p in Provider if self.api_key(p) is None]
+            if missing:
+                raise ValueError(
+                    "ROLEFERRY_ENV=production needs a real API key for every provider; "
+                    f"missing: {', '.join(missing)}"
+                )
+        return self
+
+    def api_key(self, provider: Provider) -> SecretStr | None:
+        key: SecretStr | None = getattr(self, f"{provider.value}_api_key")
+        return key if key is not None and key.get_secret_value() else None
+
+    def is_live(self, provider: Provider) -> bool:
+        return self.api_key(provider) is not None
+
+    @property
+    def sandbox_mounted(self) -> bool:
+        if self.sandbox_enabled is not None:
+            return self.sandbox_enabled
+        return any(not self.is_live(p) for p in Provider)
+
+    def base_url(self, provider: Provider, server_url: str) -> str:
+        """The provider's base URL: configured, else real when live, else our sandbox."""
+        configured: str | None = getattr(self, f"{provider.value}_base_url")
+        if configured:
+            return configured.rstrip("/")
+        if self.is_live(provider):
+            return REAL_BASE_URLS[provider]
+        return f"{(self.public_url or server_url).rstrip('/')}/sandbox/{provider.value}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process knows, for the log redactor."""
+        values = [k.get_secret_value() for p in Provider if (k := self.api_key(p)) is not None]
+        values += [s.get_secret_value() for s in self.stripe_webhook_secret]
+        return [v for v in values if len(v) >= 6]

@@ -1,0 +1,92 @@
+"""The application database: one async engine per process, chosen by ROLEFERRY_DATABASE_URL.
+
+SQLite (the embedded default) runs in WAL mode so readers never wait for the writer;
+PostgreSQL is the scale-out choice. Alembic and DBOS need synchronous URLs, derived here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table; Alembic reads its metadata."""
+
+
+class DatabaseUrls:
+    """The three URLs one setting implies: async app, sync app (Alembic), DBOS system database."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend in ("postgres", "postgresql"):
+            self.is_sqlite = False
+            self.async_url = parsed.set(drivername="postgresql+psycopg")
+            self.sync_url = self.async_url
+            self.system_url = parsed.set(
+                drivername="postgresql", database=f"{parsed.database}_dbos"
+            )
+        elif backend == "sqlite":
+            self.is_sqlite = True
+            if not parsed.database or parsed.database == ":memory:":
+                raise ValueError("the SQLite database must be a file, e.g. sqlite:///./app.sqlite")
+            path = Path(parsed.database)
+            self.sqlite_path: Path = path
+            self.async_url = parsed.set(drivername="sqlite+aiosqlite")
+            self.sync_url = parsed.set(drivername="sqlite")
+            system = path.with_name(f"{path.stem}.dbos{path.suffix or '.sqlite'}")
+            self.system_url = parsed.set(drivername="sqlite", database=str(system))
+        else:
+            raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+
+    def render(self, url: URL) -> str:
+        return url.render_as_string(hide_password=False)
+
+    def ensure_directory(self) -> None:
+        if self.is_sqlite:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """Owns the engine and hands out sessions; one per process, closed at shutdown."""
+
+    def __init__(self, url: str) -> None:
+        self.urls = DatabaseUrls(url)
+        self.urls.ensure_directory()
+        kwargs: dict[str, Any] = {"pool_pre_ping": not self.urls.is_sqlite}
+        if not self.urls.is_sqlite:
+            kwargs.update(pool_size=10, max_overflow=20)
+        self.engine: AsyncEngine = create_async_engine(self.urls.async_url, **kwargs)
+        if self.urls.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

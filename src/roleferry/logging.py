@@ -1,0 +1,136 @@
+"""Structured logs with secrets redacted, for our own records and for every library's.
+
+Redaction works on keys (anything named like a key, token, secret or signature) and on values
+(every secret in the settings, and the shapes of provider keys and of our own API keys), so a
+key that slips into a URL, an exception or a third-party log line is still masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "[REDACTED]"
+
+_SENSITIVE_KEY = re.compile(
+    r"(api[_-]?key|authorization|secret|password|passwd|token|signature|cookie)", re.I
+)
+_SECRET_SHAPES = [
+    re.compile(r"\brf_[A-Za-z0-9_-]{16,}"),
+    re.compile(r"\b(?:sk|rk)_(?:test|live)_[A-Za-z0-9]{8,}"),
+    re.compile(r"\bwhsec_[A-Za-z0-9+/=]{8,}"),
+    re.compile(r"\bSG\.[\w-]{8,}\.[\w-]{8,}"),
+    re.compile(r"\bsk-ant-[\w-]{8,}"),
+    re.compile(r"(?i)(?P<keep>api_key=)[^&\s\"']+"),
+    re.compile(r"(?i)(?P<keep>bearer\s+)[^\s\"',]+"),
+    re.compile(r"(?i)(?P<keep>x-api-key['\"]?\s*[:=]\s*['\"]?)[^\s\"',]+"),
+]
+
+
+def _mask(match: re.Match[str]) -> str:
+    keep = match.group("keep") if "keep" in match.re.groupindex else ""
+    return keep + REDACTED
+
+
+class Redactor:
+    """Masks known secret values and secret-shaped strings in any log field."""
+
+    def __init__(self) -> None:
+        self._values: list[str] = []
+
+    def register(self, values: Iterable[str]) -> None:
+        known = set(self._values) | {v for v in values if v}
+        self._values = sorted(known, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self._values:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        for shape in _SECRET_SHAPES:
+            value = shape.sub(_mask, value)
+        return value
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                k: REDACTED if _SENSITIVE_KEY.search(str(k)) else self.value(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        if isinstance(value, BaseException):
+            return self.text(repr(value))
+        return value
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in list(event_dict):
+            if _SENSITIVE_KEY.search(key):
+                event_dict[key] = REDACTED
+            else:
+                event_dict[key] = self.value(event_dict[key])
+        return event_dict
+
+
+redactor = Redactor()
+
+
+def _render_exception_then_redact(
+    logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    rendered = structlog.processors.format_exc_info(logger, method, event_dict)
+    return redactor(logger, method, rendered)
+
+
+def configure_logging(
+    level: str = "INFO",
+    fmt: str = "console",
+    secrets: Iterable[str] = (),
+    stream: Any = None,
+) -> None:
+    """Route structlog and stdlib logging through one redacting pipeline."""
+    redactor.register(secrets)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _render_exception_then_redact,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "dbos"):
+        lib = logging.getLogger(name)
+        lib.handlers[:] = []
+        lib.propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,113 @@
+"""Shared fixtures: real settings, real databases, a real app per test.
+
+Tests that need PostgreSQL or Redis carry a marker; they skip when the service is missing,
+unless ROLEFERRY_REQUIRE_SERVICES=1 (CI), where a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from roleferry.app import create_app
+from roleferry.config import Settings
+from roleferry.runtime import Runtime
+
+REQUIRE_SERVICES = os.environ.get("ROLEFERRY_REQUIRE_SERVICES") == "1"
+POSTGRES_URL = os.environ.get(
+    "ROLEFERRY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("ROLEFERRY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = make_url(url)
+    try:
+        with socket.create_connection((parsed.host or "127.0.0.1", parsed.port or default_port), 1):
+            return True
+    except OSError:
+        return False
+
+
+def _service_missing(name: str) -> None:
+    message = f"{name} is not reachable"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} and ROLEFERRY_REQUIRE_SERVICES=1")
+    pytest.skip(message)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path}/roleferry.sqlite",
+        "data_dir": tmp_path,
+        "log_format": "console",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards (with its DBOS twin)."""
+    if not _reachable(POSTGRES_URL, 5432):
+        _service_missing("PostgreSQL")
+    name = f"rf_test_{uuid.uuid4().hex[:12]}"
+    admin = make_url(POSTGRES_URL)
+    conninfo = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for db in (name, f"{name}_dbos"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not _reachable(REDIS_URL, 6379):
+        _service_missing("Redis")
+    return REDIS_URL
+
+
+def start_client(settings: Settings) -> TestClient:
+    runtime = Runtime(settings, "http://testserver")
+    runtime.migrate()
+    return TestClient(create_app(runtime))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with start_client(settings) as test_client:
+        yield test_client
+
+
+def create_user(client: TestClient, email: str, *, is_admin: bool = False) -> str:
+    """Creates a user straight in the database and returns its API key."""
+    from roleferry.users import service
+
+    runtime: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+
+    async def create() -> str:
+        async with runtime.db.session() as session:
+            created = await service.create_user(session, email, is_admin=is_admin)
+            return created.key.raw
+
+    return client.portal.call(create)  # type: ignore[union-attr]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,168 @@
+"""The `roleferry` command as a user runs it, in real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROLEFERRY = [sys.executable, "-m", "roleferry"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ROLEFERRY_")}
+    return {
+        **clean,
+        "ROLEFERRY_DATABASE_URL": f"sqlite:///{tmp_path}/rf.sqlite",
+        "ROLEFERRY_DATA_DIR": str(tmp_path),
+    }
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ROLEFERRY, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"server exited early: {proc.stderr.read() if proc.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.fixture
+def server(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*ROLEFERRY, "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_users_create_prints_the_key_alone_on_the_last_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = run(["users", "create", "Dana@Example.com", "--admin"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip().splitlines()[-1]
+    assert key.startswith("rf_")
+    assert " " not in key
+    with sqlite3.connect(tmp_path / "rf.sqlite") as db:
+        row = db.execute(
+            "SELECT u.email, u.is_admin FROM api_keys k JOIN users u ON u.id = k.user_id "
+            "WHERE k.key_hash = ?",
+            (hashlib.sha256(key.encode()).hexdigest(),),
+        ).fetchone()
+    assert row == ("dana@example.com", 1)
+    again = run(["users", "create", "dana@example.com"], env, tmp_path)
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_first_serve_creates_a_local_user_and_a_second_process_is_refused(
+    server: tuple[str, subprocess.Popen[str]], env: dict[str, str], tmp_path: Path
+) -> None:
+    url, proc = server
+    key = (tmp_path / "local-api-key").read_text().strip()
+    me = httpx.get(f"{url}/api/v1/me", headers={"Authorization": f"Bearer {key}"})
+    assert me.status_code == 200
+    assert me.json()["is_admin"] is True
+    assert httpx.get(f"{url}/readyz").json()["dbos"] == "launched"
+
+    second = run(["serve", "--port", str(free_port())], env, tmp_path)
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert "PostgreSQL" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert httpx.get(f"{url}/healthz").status_code == 200
+
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    assert key in out
+    assert f"{url}/" in out
+
+
+def test_serve_on_a_busy_port_fails_clearly(env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(["serve", "--port", str(port)], env, tmp_path)
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_refuses_sqlite(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["worker"], env, tmp_path)
+    assert result.returncode == 1
+    assert "needs PostgreSQL" in result.stderr
+
+
+def test_bad_configuration_is_named(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(["migrate"], {**env, "ROLEFERRY_DATABASE_URL": "mysql://x/y"}, tmp_path)
+    assert result.returncode == 2
+    assert "ROLEFERRY_DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_startup_log_says_live_or_sandbox_per_provider_without_keys(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    secret = "hunter-secret-value-987654"
+    proc = subprocess.Popen(
+        [*ROLEFERRY, "serve", "--port", str(port)],
+        env={**env, "ROLEFERRY_HUNTER_API_KEY": secret, "ROLEFERRY_LOG_FORMAT": "json"},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    lines = [line for line in err.splitlines() if "provider_configured" in line]
+    assert len(lines) == 6
+    assert any('"provider": "hunter"' in line and '"mode": "live"' in line for line in lines)
+    assert any('"provider": "apollo"' in line and '"mode": "sandbox"' in line for line in lines)
+    assert secret not in err

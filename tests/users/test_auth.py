@@ -1,0 +1,102 @@
+"""Every /api/v1 route is authenticated, and every resource is scoped to its owner."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.api.test_http_basics import assert_error_shape
+from tests.conftest import bearer, create_user
+
+
+def api_v1_routes(client: TestClient) -> list[tuple[str, str]]:
+    paths = client.get("/openapi.json").json()["paths"]
+    return [
+        (method.upper(), path)
+        for path, item in paths.items()
+        if path.startswith("/api/v1")
+        for method in item
+    ]
+
+
+def test_every_api_v1_route_refuses_a_missing_or_wrong_key(client: TestClient) -> None:
+    """No /api/v1 route answers without a valid key: 401, error shape, WWW-Authenticate."""
+    routes = api_v1_routes(client)
+    assert len(routes) >= 5
+    for method, path in routes:
+        url = path.replace("{key_id}", "key_x")
+        for headers in ({}, bearer("rf_not-a-real-key"), {"Authorization": "Basic dXNlcjpwdw=="}):
+            response = client.request(method, url, headers=headers, json={})
+            assert response.status_code == 401, (method, path, headers)
+            assert_error_shape(response.json(), "unauthorized")
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_revoked_key_stops_working(client: TestClient) -> None:
+    key = create_user(client, "a@example.com")
+    second = client.post("/api/v1/api-keys", json={"name": "ci"}, headers=bearer(key)).json()
+    assert client.get("/api/v1/me", headers=bearer(second["key"])).status_code == 200
+    revoked = client.delete(f"/api/v1/api-keys/{second['id']}", headers=bearer(key))
+    assert revoked.json()["revoked_at"] is not None
+    assert client.get("/api/v1/me", headers=bearer(second["key"])).status_code == 401
+    assert client.get("/api/v1/me", headers=bearer(key)).status_code == 200
+
+
+def test_user_a_gets_404_on_user_bs_key(client: TestClient) -> None:
+    """Another user's resource is indistinguishable from one that does not exist."""
+    alice = create_user(client, "alice@example.com")
+    bob = create_user(client, "bob@example.com")
+    bobs_key = client.get("/api/v1/api-keys", headers=bearer(bob)).json()[0]["id"]
+
+    for method in ("GET", "DELETE"):
+        response = client.request(method, f"/api/v1/api-keys/{bobs_key}", headers=bearer(alice))
+        assert response.status_code == 404
+        assert_error_shape(response.json(), "not_found")
+    missing = client.get("/api/v1/api-keys/key_doesnotexist", headers=bearer(alice))
+    assert (
+        missing.json()["error"]["message"].replace("key_doesnotexist", bobs_key)
+        == (
+            client.get(f"/api/v1/api-keys/{bobs_key}", headers=bearer(alice)).json()["error"][
+                "message"
+            ]
+        )
+    )
+    assert client.get("/api/v1/me", headers=bearer(bob)).status_code == 200
+    listed = client.get("/api/v1/api-keys", headers=bearer(alice)).json()
+    assert bobs_key not in {k["id"] for k in listed}
+
+
+def test_keys_are_stored_hashed(client: TestClient) -> None:
+    from sqlalchemy import select
+
+    from roleferry.users.models import ApiKey
+
+    key = create_user(client, "a@example.com")
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+
+    async def stored() -> list[str]:
+        async with runtime.db.session() as session:
+            rows = await session.scalars(select(ApiKey))
+            return [f"{r.key_hash}|{r.prefix}" for r in rows]
+
+    rows = client.portal.call(stored)  # type: ignore[union-attr]
+    assert rows
+    assert all(key not in row for row in rows)
+
+
+@pytest.mark.parametrize("is_admin", [False, True])
+def test_only_admins_create_users(client: TestClient, is_admin: bool) -> None:
+    caller = create_user(client, "caller@example.com", is_admin=is_admin)
+    response = client.post(
+        "/api/v1/users", json={"email": "new@example.com"}, headers=bearer(caller)
+    )
+    if not is_admin:
+        assert response.status_code == 403
+        assert_error_shape(response.json(), "forbidden")
+        return
+    assert response.status_code == 201
+    new_key = response.json()["api_key"]["key"]
+    assert client.get("/api/v1/me", headers=bearer(new_key)).json()["email"] == "new@example.com"
+    again = client.post("/api/v1/users", json={"email": "NEW@example.com"}, headers=bearer(caller))
+    assert again.status_code == 409
+    assert_error_shape(again.json(), "conflict")
