@@ -13,6 +13,7 @@ from roleferry.api.middleware import BodyLimitMiddleware, RequestContextMiddlewa
 from roleferry.config import Settings
 from roleferry.errors import install_error_handlers
 from roleferry.runtime import Runtime
+from roleferry.sandbox.app import Sandbox, build_sandbox_app
 from roleferry.users import routes as user_routes
 from roleferry.web import routes as web_routes
 
@@ -20,13 +21,22 @@ from roleferry.web import routes as web_routes
 def create_app(runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(Settings())
     settings = runtime.settings
+    sandbox = (
+        Sandbox(settings.sandbox_seed, runtime.public_url, settings.sandbox_faults)
+        if settings.sandbox_mounted
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        if sandbox is not None:
+            await sandbox.start()
         try:
             yield
         finally:
+            if sandbox is not None:
+                await sandbox.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -37,6 +47,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         "providers, with webhooks verified and applied exactly once.",
     )
     app.state.runtime = runtime
+    app.state.sandbox = sandbox
     install_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -47,4 +58,6 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(user_routes.router)
     app.include_router(web_routes.router)
+    if sandbox is not None:
+        app.mount("/sandbox", build_sandbox_app(sandbox))
     return app

@@ -178,5 +178,36 @@ def users_create(
     typer.echo(key)
 
 
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
+    seed: Annotated[int | None, typer.Option(help="World seed (default ROLEFERRY_SANDBOX_SEED).")] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(help="Start with a fault, e.g. apollo:error_rate=0.3 (repeatable)."),
+    ] = None,
+    target_url: Annotated[
+        str, typer.Option(help="The server webhooks are delivered to (…/webhooks/<provider>).")
+    ] = "http://127.0.0.1:8000",
+) -> None:
+    """Serve the provider simulators alone, at http://HOST:PORT/sandbox/<provider>."""
+    from roleferry.sandbox.app import Sandbox, standalone_app
+    from roleferry.sandbox.control import parse_fault_spec
+
+    settings = _settings()
+    faults = [*settings.sandbox_faults, *(fault or [])]
+    for spec in faults:
+        try:
+            parse_fault_spec(spec)
+        except ValueError as exc:
+            _fail(f"bad --fault: {exc}", code=2)
+    simulators = Sandbox(settings.sandbox_seed if seed is None else seed, target_url, faults)
+    sock = _bind(host, port)
+    typer.echo(f"Sandbox: http://{host}:{port}/sandbox/<provider>  (webhooks go to {target_url})")
+    config = uvicorn.Config(standalone_app(simulators), log_config=None)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
 def main() -> None:
     app()

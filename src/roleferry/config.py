@@ -78,15 +78,28 @@ class Settings(BaseSettings):
     stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
     sandbox_seed: int = 7
+    sandbox_faults: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Faults the sandbox starts with, e.g. apollo:error_rate=0.3,hunter:latency_ms=200",
+    )
     sandbox_enabled: bool | None = Field(
         default=None,
         description="Mount /sandbox; defaults to on when any provider has no key.",
     )
 
-    @field_validator("stripe_webhook_secret", mode="before")
+    @field_validator("stripe_webhook_secret", "sandbox_faults", mode="before")
     @classmethod
-    def _split_secrets(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("sandbox_faults")
+    @classmethod
+    def _valid_faults(cls, value: list[str]) -> list[str]:
+        from roleferry.sandbox.control import parse_fault_spec
+
+        for spec in value:
+            parse_fault_spec(spec)
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -112,6 +125,28 @@ class Settings(BaseSettings):
 
     def is_live(self, provider: Provider) -> bool:
         return self.api_key(provider) is not None
+
+    def credential(self, provider: Provider) -> SecretStr:
+        """The key our client sends: the configured one, else the sandbox's documented test key."""
+        from roleferry.sandbox.keys import SANDBOX_API_KEYS
+
+        return self.api_key(provider) or SecretStr(SANDBOX_API_KEYS[provider.value])
+
+    def sendgrid_public_key(self) -> str:
+        """The key SendGrid events are verified with; in sandbox mode, the sandbox's."""
+        if self.sendgrid_webhook_public_key:
+            return self.sendgrid_webhook_public_key
+        from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
+
+        return public_key_b64(sendgrid_signing_key(self.sandbox_seed))
+
+    def stripe_webhook_secrets(self) -> list[str]:
+        """Every secret a Stripe signature may match; in sandbox mode, the sandbox's."""
+        if self.stripe_webhook_secret:
+            return [s.get_secret_value() for s in self.stripe_webhook_secret]
+        from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
+
+        return [SANDBOX_STRIPE_WEBHOOK_SECRET]
 
     @property
     def sandbox_mounted(self) -> bool:

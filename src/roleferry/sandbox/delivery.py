@@ -1,0 +1,156 @@
+"""Outgoing webhook delivery for the simulated SendGrid and Stripe: signed per attempt,
+retried with exponential backoff until a 2xx or the provider's retry horizon, and now and
+then sent twice, as the real senders do."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Signer = Callable[[bytes], dict[str, str]]
+
+
+@dataclass(order=True)
+class Delivery:
+    next_at: float
+    seq: int
+    url: str = field(compare=False)
+    body: bytes = field(compare=False)
+    sign: Signer = field(compare=False)
+    first_at: float = field(compare=False)
+    attempts: int = field(default=0, compare=False)
+
+
+@dataclass
+class DeliveryStats:
+    delivered: int = 0
+    failed_attempts: int = 0
+    given_up: int = 0
+    duplicates_sent: int = 0
+
+    def as_dict(self, pending: int) -> dict[str, int]:
+        return {**self.__dict__, "pending": pending}
+
+
+class WebhookSender:
+    """A queue of signed deliveries and the task that works it.
+
+    Defaults: first retry after `base_backoff_s` (1 s), doubling to `max_backoff_s` (60 s),
+    jittered ±20%, for up to `horizon_s` (SendGrid: 24 h, Stripe: 3 days); 10 s per attempt.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        duplicate_rate: Callable[[], float],
+        horizon_s: float,
+        base_backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+        timeout_s: float = 10.0,
+        concurrency: int = 8,
+        seed: int = 7,
+    ) -> None:
+        self.name = name
+        self.duplicate_rate = duplicate_rate
+        self.horizon_s = horizon_s
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.timeout_s = timeout_s
+        self.stats = DeliveryStats()
+        self._queue: list[Delivery] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._rng = random.Random(seed)
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + len(self._in_flight)
+
+    def enqueue(self, url: str, body: bytes, sign: Signer) -> None:
+        now = time.time()
+        heapq.heappush(self._queue, Delivery(now, next(self._seq), url, body, sign, now))
+        self._wake.set()
+
+    def clear(self) -> None:
+        self._queue.clear()
+        self.stats = DeliveryStats()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+            self._task = asyncio.create_task(self._run(), name=f"sandbox-{self.name}-webhooks")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            for task in list(self._in_flight):
+                task.cancel()
+            await asyncio.gather(self._task, *self._in_flight, return_exceptions=True)
+            self._task = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            now = time.time()
+            while self._queue and self._queue[0].next_at <= now:
+                delivery = heapq.heappop(self._queue)
+                await self._slots.acquire()
+                task = asyncio.create_task(self._attempt(delivery))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+            timeout = self._queue[0].next_at - time.time() if self._queue else None
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        try:
+            ok = await self._post(delivery)
+            if ok:
+                self.stats.delivered += 1
+                if self._rng.random() < self.duplicate_rate():
+                    self.stats.duplicates_sent += 1
+                    await self._post(delivery)
+                return
+            self.stats.failed_attempts += 1
+            delivery.attempts += 1
+            now = time.time()
+            if now - delivery.first_at >= self.horizon_s:
+                self.stats.given_up += 1
+                return
+            backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (delivery.attempts - 1))
+            delivery.next_at = now + backoff * self._rng.uniform(0.8, 1.2)
+            delivery.seq = next(self._seq)
+            heapq.heappush(self._queue, delivery)
+            self._wake.set()
+        finally:
+            self._slots.release()
+
+    async def _post(self, delivery: Delivery) -> bool:
+        assert self._client is not None
+        headers = {"content-type": "application/json", **delivery.sign(delivery.body)}
+        try:
+            response = await self._client.post(delivery.url, content=delivery.body, headers=headers)
+        except httpx.HTTPError as exc:
+            log.debug("sandbox_webhook_failed", sender=self.name, error=type(exc).__name__)
+            return False
+        return 200 <= response.status_code < 300

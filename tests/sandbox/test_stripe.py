@@ -1,0 +1,158 @@
+"""The official `stripe` SDK works against the sandbox: sessions, intents, refunds,
+idempotency, the hosted page, and events signed as Stripe signs them."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import stripe
+
+from roleferry.sandbox.keys import SANDBOX_API_KEYS, SANDBOX_STRIPE_WEBHOOK_SECRET
+from roleferry.sandbox.stripe import parse_form
+from tests.sandbox.conftest import SandboxServer
+
+
+def client(sb: SandboxServer, key: str = SANDBOX_API_KEYS["stripe"]) -> stripe.StripeClient:
+    return stripe.StripeClient(key, base_addresses={"api": sb.base("stripe")}, max_network_retries=0)
+
+
+SESSION = {
+    "mode": "payment",
+    "line_items": [{"price": "price_credits_100", "quantity": 2}],
+    "success_url": "https://app.example.com/paid?cs={CHECKOUT_SESSION_ID}",
+    "cancel_url": "https://app.example.com/pricing",
+    "client_reference_id": "user_42",
+    "metadata": {"plan": "pro"},
+}
+
+
+def events_of(sb: SandboxServer, count: int) -> list[stripe.Event]:
+    delivered = sb.wait_for("stripe", count)
+    return [
+        stripe.Webhook.construct_event(body, headers["stripe-signature"], SANDBOX_STRIPE_WEBHOOK_SECRET)
+        for headers, body in delivered
+    ]
+
+
+def test_create_and_retrieve_a_checkout_session(sb: SandboxServer) -> None:
+    sdk = client(sb)
+    session = sdk.v1.checkout.sessions.create(params=SESSION)  # type: ignore[arg-type]
+    assert session.id.startswith("cs_test_")
+    assert session.amount_total == 2000
+    assert session.status == "open"
+    assert session.payment_status == "unpaid"
+    assert session.metadata.to_dict() == {"plan": "pro"}
+    assert session.url == f"{sb.base('stripe')}/pay/{session.id}"
+    again = sdk.v1.checkout.sessions.retrieve(session.id)
+    assert again.id == session.id and again.client_reference_id == "user_42"
+
+
+def test_idempotent_replay_and_conflicting_reuse(sb: SandboxServer) -> None:
+    sdk = client(sb)
+    options = {"idempotency_key": "order-42"}
+    first = sdk.v1.checkout.sessions.create(params=SESSION, options=options)  # type: ignore[arg-type]
+    replay = sdk.v1.checkout.sessions.create(params=SESSION, options=options)  # type: ignore[arg-type]
+    assert replay.id == first.id
+    assert len(sb.sandbox.stripe.sessions) == 1
+    with pytest.raises(stripe.IdempotencyError) as raised:
+        sdk.v1.checkout.sessions.create(
+            params={**SESSION, "client_reference_id": "user_43"}, options=options  # type: ignore[arg-type]
+        )
+    assert "order-42" in str(raised.value)
+
+
+def test_errors_have_stripes_shape(sb: SandboxServer) -> None:
+    with pytest.raises(stripe.AuthenticationError):
+        client(sb, "sk_test_wrong").v1.checkout.sessions.create(params=SESSION)  # type: ignore[arg-type]
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client(sb).v1.checkout.sessions.retrieve("cs_test_nope")
+    assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
+    with pytest.raises(stripe.InvalidRequestError) as bad_price:
+        client(sb).v1.checkout.sessions.create(
+            params={**SESSION, "line_items": [{"price": "price_nope", "quantity": 1}]}  # type: ignore[arg-type]
+        )
+    assert bad_price.value.param == "line_items[0][price]"
+    raw = httpx.post(f"{sb.base('stripe')}/v1/checkout/sessions", auth=(SANDBOX_API_KEYS["stripe"], ""), data={})
+    assert raw.status_code == 400
+    assert raw.json()["error"] == {
+        "type": "invalid_request_error", "message": "Missing required param: mode.",
+        "code": "parameter_missing", "doc_url": "https://stripe.com/docs/error-codes/parameter-missing",
+        "param": "mode",
+    }
+
+
+def test_hosted_page_payment_emits_signed_events(sb: SandboxServer) -> None:
+    session = client(sb).v1.checkout.sessions.create(params=SESSION)  # type: ignore[arg-type]
+    page = httpx.get(session.url or "")
+    assert page.status_code == 200 and "4242" in page.text
+    paid = httpx.post(session.url or "", data={"card_number": "4242 4242 4242 4242"})
+    assert paid.status_code == 303
+    assert paid.headers["location"] == f"https://app.example.com/paid?cs={session.id}"
+    events = events_of(sb, 3)
+    types = sorted(e.type for e in events)
+    assert types == ["charge.succeeded", "checkout.session.completed", "payment_intent.succeeded"]
+    completed = next(e for e in events if e.type == "checkout.session.completed")
+    assert completed.data.object["payment_status"] == "paid"
+    assert completed.data.object["client_reference_id"] == "user_42"
+    retrieved = client(sb).v1.checkout.sessions.retrieve(session.id)
+    assert retrieved.status == "complete"
+    intent = client(sb).v1.payment_intents.retrieve(str(retrieved.payment_intent))
+    assert intent.status == "succeeded" and intent.amount_received == 2000
+
+
+def test_declined_card_fails_the_payment(sb: SandboxServer) -> None:
+    session = client(sb).v1.checkout.sessions.create(params=SESSION)  # type: ignore[arg-type]
+    declined = httpx.post(session.url or "", data={"card_number": "4000000000000002"})
+    assert declined.status_code == 402 and "declined" in declined.text
+    (event,) = events_of(sb, 1)
+    assert event.type == "payment_intent.payment_failed"
+    assert event.data.object["last_payment_error"]["code"] == "card_declined"
+    assert client(sb).v1.checkout.sessions.retrieve(session.id).status == "open"
+
+
+def test_payment_intents_and_refunds(sb: SandboxServer) -> None:
+    sdk = client(sb)
+    intent = sdk.v1.payment_intents.create(
+        params={"amount": 5000, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"}
+    )
+    assert intent.status == "succeeded"
+    refund = sdk.v1.refunds.create(params={"payment_intent": intent.id, "amount": 2000})
+    assert refund.status == "succeeded" and refund.amount == 2000
+    with pytest.raises(stripe.InvalidRequestError):
+        sdk.v1.refunds.create(params={"payment_intent": intent.id, "amount": 4000})
+    with pytest.raises(stripe.CardError) as declined:
+        sdk.v1.payment_intents.create(
+            params={"amount": 5000, "currency": "usd", "confirm": True, "payment_method": "pm_card_chargeDeclined"}
+        )
+    assert declined.value.code == "card_declined"
+    events = events_of(sb, 5)
+    assert "charge.refunded" in {e.type for e in events}
+    refunded = next(e for e in events if e.type == "charge.refunded")
+    assert refunded.data.object["amount_refunded"] == 2000
+
+
+def test_failed_deliveries_are_retried_and_duplicates_keep_their_id(sb: SandboxServer) -> None:
+    sb.sandbox.stripe_sender.base_backoff_s = 0.05
+    sb.caught.answers.extend([500, 503])
+    sb.control("stripe", duplicate_rate=1.0)
+    client(sb).v1.payment_intents.create(
+        params={"amount": 5000, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"}
+    )
+    delivered = sb.wait_for("stripe", 6)
+    ids = [json.loads(body)["id"] for _, body in delivered]
+    assert len(set(ids)) == 2
+    assert sb.stats()["webhooks"]["stripe"]["failed_attempts"] == 2
+    sb.sandbox.stripe_sender.base_backoff_s = 1.0
+
+
+def test_form_parsing_nests_like_stripe() -> None:
+    assert parse_form([
+        ("line_items[0][price]", "p"), ("line_items[0][quantity]", "2"),
+        ("line_items[1][price_data][currency]", "usd"), ("metadata[plan]", "pro"), ("expand[]", "x"),
+    ]) == {
+        "line_items": [{"price": "p", "quantity": "2"}, {"price_data": {"currency": "usd"}}],
+        "metadata": {"plan": "pro"},
+        "expand": ["x"],
+    }
