@@ -3,56 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import free_port, wait_healthy
+
 ROLEFERRY = [sys.executable, "-m", "roleferry"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ROLEFERRY_")}
-    return {
-        **clean,
-        "ROLEFERRY_DATABASE_URL": f"sqlite:///{tmp_path}/rf.sqlite",
-        "ROLEFERRY_DATA_DIR": str(tmp_path),
-    }
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*ROLEFERRY, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
     )
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"server exited early: {proc.stderr.read() if proc.stderr else ''}"
-            )
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("server did not become healthy")
 
 
 @pytest.fixture

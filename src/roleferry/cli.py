@@ -182,7 +182,9 @@ def users_create(
 def sandbox(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8100,
-    seed: Annotated[int | None, typer.Option(help="World seed (default ROLEFERRY_SANDBOX_SEED).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="World seed (default ROLEFERRY_SANDBOX_SEED).")
+    ] = None,
     fault: Annotated[
         list[str] | None,
         typer.Option(help="Start with a fault, e.g. apollo:error_rate=0.3 (repeatable)."),

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     sandbox_seed: int = 7
     sandbox_faults: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Faults the sandbox starts with, e.g. apollo:error_rate=0.3,hunter:latency_ms=200",
+        description="Faults the sandbox starts with: apollo:error_rate=0.3,hunter:latency_ms=200",
     )
     sandbox_enabled: bool | None = Field(
         default=None,

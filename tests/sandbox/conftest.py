@@ -55,14 +55,18 @@ class SandboxServer:
         result: dict[str, Any] = httpx.get(f"{self.url}/sandbox/_control/stats").json()
         return result
 
-    def wait_for(self, provider: str, count: int, timeout: float = 10) -> list[tuple[dict[str, str], bytes]]:
+    def wait_for(
+        self, provider: str, count: int, timeout: float = 10
+    ) -> list[tuple[dict[str, str], bytes]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             got = self.caught.of(provider)
             if len(got) >= count:
                 return got
             time.sleep(0.05)
-        raise AssertionError(f"expected {count} {provider} deliveries, got {len(self.caught.of(provider))}")
+        raise AssertionError(
+            f"expected {count} {provider} deliveries, got {len(self.caught.of(provider))}"
+        )
 
 
 def _free_port() -> int:

@@ -15,7 +15,9 @@ from tests.sandbox.conftest import SandboxServer
 
 
 def client(sb: SandboxServer, key: str = SANDBOX_API_KEYS["stripe"]) -> stripe.StripeClient:
-    return stripe.StripeClient(key, base_addresses={"api": sb.base("stripe")}, max_network_retries=0)
+    return stripe.StripeClient(
+        key, base_addresses={"api": sb.base("stripe")}, max_network_retries=0
+    )
 
 
 SESSION = {
@@ -31,7 +33,9 @@ SESSION = {
 def events_of(sb: SandboxServer, count: int) -> list[stripe.Event]:
     delivered = sb.wait_for("stripe", count)
     return [
-        stripe.Webhook.construct_event(body, headers["stripe-signature"], SANDBOX_STRIPE_WEBHOOK_SECRET)
+        stripe.Webhook.construct_event(
+            body, headers["stripe-signature"], SANDBOX_STRIPE_WEBHOOK_SECRET
+        )
         for headers, body in delivered
     ]
 
@@ -46,7 +50,8 @@ def test_create_and_retrieve_a_checkout_session(sb: SandboxServer) -> None:
     assert session.metadata.to_dict() == {"plan": "pro"}
     assert session.url == f"{sb.base('stripe')}/pay/{session.id}"
     again = sdk.v1.checkout.sessions.retrieve(session.id)
-    assert again.id == session.id and again.client_reference_id == "user_42"
+    assert again.id == session.id
+    assert again.client_reference_id == "user_42"
 
 
 def test_idempotent_replay_and_conflicting_reuse(sb: SandboxServer) -> None:
@@ -58,7 +63,8 @@ def test_idempotent_replay_and_conflicting_reuse(sb: SandboxServer) -> None:
     assert len(sb.sandbox.stripe.sessions) == 1
     with pytest.raises(stripe.IdempotencyError) as raised:
         sdk.v1.checkout.sessions.create(
-            params={**SESSION, "client_reference_id": "user_43"}, options=options  # type: ignore[arg-type]
+            params={**SESSION, "client_reference_id": "user_43"},
+            options=options,  # type: ignore[arg-type]
         )
     assert "order-42" in str(raised.value)
 
@@ -68,17 +74,22 @@ def test_errors_have_stripes_shape(sb: SandboxServer) -> None:
         client(sb, "sk_test_wrong").v1.checkout.sessions.create(params=SESSION)  # type: ignore[arg-type]
     with pytest.raises(stripe.InvalidRequestError) as missing:
         client(sb).v1.checkout.sessions.retrieve("cs_test_nope")
-    assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
+    assert missing.value.http_status == 404
+    assert missing.value.code == "resource_missing"
     with pytest.raises(stripe.InvalidRequestError) as bad_price:
         client(sb).v1.checkout.sessions.create(
             params={**SESSION, "line_items": [{"price": "price_nope", "quantity": 1}]}  # type: ignore[arg-type]
         )
     assert bad_price.value.param == "line_items[0][price]"
-    raw = httpx.post(f"{sb.base('stripe')}/v1/checkout/sessions", auth=(SANDBOX_API_KEYS["stripe"], ""), data={})
+    raw = httpx.post(
+        f"{sb.base('stripe')}/v1/checkout/sessions", auth=(SANDBOX_API_KEYS["stripe"], ""), data={}
+    )
     assert raw.status_code == 400
     assert raw.json()["error"] == {
-        "type": "invalid_request_error", "message": "Missing required param: mode.",
-        "code": "parameter_missing", "doc_url": "https://stripe.com/docs/error-codes/parameter-missing",
+        "type": "invalid_request_error",
+        "message": "Missing required param: mode.",
+        "code": "parameter_missing",
+        "doc_url": "https://stripe.com/docs/error-codes/parameter-missing",
         "param": "mode",
     }
 
@@ -86,7 +97,8 @@ def test_errors_have_stripes_shape(sb: SandboxServer) -> None:
 def test_hosted_page_payment_emits_signed_events(sb: SandboxServer) -> None:
     session = client(sb).v1.checkout.sessions.create(params=SESSION)  # type: ignore[arg-type]
     page = httpx.get(session.url or "")
-    assert page.status_code == 200 and "4242" in page.text
+    assert page.status_code == 200
+    assert "4242" in page.text
     paid = httpx.post(session.url or "", data={"card_number": "4242 4242 4242 4242"})
     assert paid.status_code == 303
     assert paid.headers["location"] == f"https://app.example.com/paid?cs={session.id}"
@@ -99,13 +111,15 @@ def test_hosted_page_payment_emits_signed_events(sb: SandboxServer) -> None:
     retrieved = client(sb).v1.checkout.sessions.retrieve(session.id)
     assert retrieved.status == "complete"
     intent = client(sb).v1.payment_intents.retrieve(str(retrieved.payment_intent))
-    assert intent.status == "succeeded" and intent.amount_received == 2000
+    assert intent.status == "succeeded"
+    assert intent.amount_received == 2000
 
 
 def test_declined_card_fails_the_payment(sb: SandboxServer) -> None:
     session = client(sb).v1.checkout.sessions.create(params=SESSION)  # type: ignore[arg-type]
     declined = httpx.post(session.url or "", data={"card_number": "4000000000000002"})
-    assert declined.status_code == 402 and "declined" in declined.text
+    assert declined.status_code == 402
+    assert "declined" in declined.text
     (event,) = events_of(sb, 1)
     assert event.type == "payment_intent.payment_failed"
     assert event.data.object["last_payment_error"]["code"] == "card_declined"
@@ -115,16 +129,27 @@ def test_declined_card_fails_the_payment(sb: SandboxServer) -> None:
 def test_payment_intents_and_refunds(sb: SandboxServer) -> None:
     sdk = client(sb)
     intent = sdk.v1.payment_intents.create(
-        params={"amount": 5000, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"}
+        params={
+            "amount": 5000,
+            "currency": "usd",
+            "confirm": True,
+            "payment_method": "pm_card_visa",
+        }
     )
     assert intent.status == "succeeded"
     refund = sdk.v1.refunds.create(params={"payment_intent": intent.id, "amount": 2000})
-    assert refund.status == "succeeded" and refund.amount == 2000
+    assert refund.status == "succeeded"
+    assert refund.amount == 2000
     with pytest.raises(stripe.InvalidRequestError):
         sdk.v1.refunds.create(params={"payment_intent": intent.id, "amount": 4000})
     with pytest.raises(stripe.CardError) as declined:
         sdk.v1.payment_intents.create(
-            params={"amount": 5000, "currency": "usd", "confirm": True, "payment_method": "pm_card_chargeDeclined"}
+            params={
+                "amount": 5000,
+                "currency": "usd",
+                "confirm": True,
+                "payment_method": "pm_card_chargeDeclined",
+            }
         )
     assert declined.value.code == "card_declined"
     events = events_of(sb, 5)
@@ -138,7 +163,12 @@ def test_failed_deliveries_are_retried_and_duplicates_keep_their_id(sb: SandboxS
     sb.caught.answers.extend([500, 503])
     sb.control("stripe", duplicate_rate=1.0)
     client(sb).v1.payment_intents.create(
-        params={"amount": 5000, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"}
+        params={
+            "amount": 5000,
+            "currency": "usd",
+            "confirm": True,
+            "payment_method": "pm_card_visa",
+        }
     )
     delivered = sb.wait_for("stripe", 6)
     ids = [json.loads(body)["id"] for _, body in delivered]
@@ -148,10 +178,15 @@ def test_failed_deliveries_are_retried_and_duplicates_keep_their_id(sb: SandboxS
 
 
 def test_form_parsing_nests_like_stripe() -> None:
-    assert parse_form([
-        ("line_items[0][price]", "p"), ("line_items[0][quantity]", "2"),
-        ("line_items[1][price_data][currency]", "usd"), ("metadata[plan]", "pro"), ("expand[]", "x"),
-    ]) == {
+    assert parse_form(
+        [
+            ("line_items[0][price]", "p"),
+            ("line_items[0][quantity]", "2"),
+            ("line_items[1][price_data][currency]", "usd"),
+            ("metadata[plan]", "pro"),
+            ("expand[]", "x"),
+        ]
+    ) == {
         "line_items": [{"price": "p", "quantity": "2"}, {"price_data": {"currency": "usd"}}],
         "metadata": {"plan": "pro"},
         "expand": ["x"],

@@ -155,7 +155,9 @@ def _validate(request: Request, body: dict[str, Any]) -> None:
 def _authorize(request: Request) -> dict[str, str]:
     sandbox = sandbox_of(request)
     auth = request.headers.get("authorization", "")
-    key = request.headers.get("x-api-key") or (auth[7:] if auth.lower().startswith("bearer ") else "")
+    key = request.headers.get("x-api-key") or (
+        auth[7:] if auth.lower().startswith("bearer ") else ""
+    )
     if not key or key != sandbox.api_keys["anthropic"]:
         raise AnthropicError(401, "invalid x-api-key")
     window = sandbox.control["anthropic"].window("requests", REQUESTS_PER_MINUTE, 60.0)

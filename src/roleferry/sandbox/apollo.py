@@ -19,6 +19,7 @@ from roleferry.sandbox.world import Company, Person, World
 
 DEFAULT_LIMIT, DEFAULT_PERIOD_S = 100, 3600.0
 MAX_BULK = 10
+HAS_DIRECT_PHONE = "Maybe: please request direct dial via people/bulk_match"
 
 
 class ApolloError(ProviderHTTPError):
@@ -246,7 +247,7 @@ def router() -> APIRouter:
                             "last_refreshed_at": "2026-10-01T00:00:00.000+00:00",
                             "has_email": world.apollo_has_email(p),
                             "has_city": True,
-                            "has_direct_phone": "Maybe: please request direct dial via people/bulk_match",
+                            "has_direct_phone": HAS_DIRECT_PHONE,
                             "organization": {
                                 "name": world.by_domain[p.company_domain].name,
                                 "has_industry": True,

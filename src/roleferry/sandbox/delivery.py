@@ -5,6 +5,7 @@ then sent twice, as the real senders do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import random
@@ -117,10 +118,8 @@ class WebhookSender:
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
             timeout = self._queue[0].next_at - time.time() if self._queue else None
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
 
     async def _attempt(self, delivery: Delivery) -> None:
         try:

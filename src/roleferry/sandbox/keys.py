@@ -17,7 +17,7 @@ SANDBOX_API_KEYS: dict[str, str] = {
     "anthropic": "sk-ant-sandbox-key",
     "stripe": "sk_test_sandbox",
 }
-SANDBOX_STRIPE_WEBHOOK_SECRET = "whsec_sandbox_roleferry"
+SANDBOX_STRIPE_WEBHOOK_SECRET = "whsec_sandbox_roleferry"  # noqa: S105 (documented test secret)
 
 
 def sendgrid_signing_key(seed: int) -> ec.EllipticCurvePrivateKey:

@@ -258,9 +258,9 @@ def _validate_mail(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
         if not isinstance(content, list) or not content:
             problem(
                 "content",
-                "Unless a valid template_id is provided, the content parameter is required. There "
-                "must be at least one defined content block. We typically suggest both text/plain and "
-                "text/html blocks are included, but only one block is required.",
+                "Unless a valid template_id is provided, the content parameter is required. "
+                "There must be at least one defined content block. We typically suggest both "
+                "text/plain and text/html blocks are included, but only one block is required.",
                 "message.content",
             )
         else:

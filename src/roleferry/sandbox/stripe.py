@@ -34,6 +34,7 @@ PRICES: dict[str, tuple[int, str, str]] = {
 }
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
+CARD_HINT = "Use 4242 4242 4242 4242 (succeeds) or 4000 0000 0000 0002 (declined)."
 DOCS = "https://stripe.com/docs/error-codes"
 
 
@@ -110,7 +111,8 @@ def parse_form(items: list[tuple[str, str]]) -> dict[str, Any]:
                     node[part] = value
                 else:
                     node = node.setdefault(part, container)
-    return _lists_from_int_dicts(root)
+    nested: dict[str, Any] = _lists_from_int_dicts(root)
+    return nested
 
 
 def _lists_from_int_dicts(value: Any) -> Any:
@@ -180,8 +182,9 @@ class StripeSimulator:
         self.state: StripeState = self.sandbox.stripe
 
     def emit(self, type_: str, obj: dict[str, Any], idempotency_key: str | None = None) -> None:
-        event = {
-            "id": _new_id("evt"),
+        event_id = _new_id("evt")
+        event: dict[str, Any] = {
+            "id": event_id,
             "object": "event",
             "api_version": API_VERSION,
             "created": int(time.time()),
@@ -191,7 +194,7 @@ class StripeSimulator:
             "type": type_,
             "data": {"object": json.loads(json.dumps(obj))},
         }
-        self.state.events[event["id"]] = event
+        self.state.events[event_id] = event
         self.sandbox.stripe_sender.enqueue(
             self.sandbox.stripe_webhook_url(), json.dumps(event).encode(), self.state.sign
         )
@@ -250,8 +253,8 @@ def _authorize(request: Request) -> str:
     if not key:
         raise StripeError(
             401,
-            "You did not provide an API key. You need to provide your API key in the "
-            "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
+            "You did not provide an API key. You need to provide your API key in the Authorization "
+            "header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
         )
     if key != sandbox.api_keys["stripe"]:
         raise StripeError(401, f"Invalid API Key provided: {key[:8]}{'*' * 12}{key[-4:]}")
@@ -296,9 +299,9 @@ async def _idempotent(request: Request, key: str, handler: Any) -> Response:
             if seen[0] != route or seen[1] != fingerprint:
                 raise StripeError(
                     400,
-                    f"Keys for idempotent requests can only be used with the same parameters they were "
-                    f"first used with. Try using a key other than '{idem}' if you meant to execute a "
-                    "different request.",
+                    "Keys for idempotent requests can only be used with the same parameters they "
+                    f"were first used with. Try using a key other than '{idem}' if you meant to "
+                    "execute a different request.",
                     type_="idempotency_error",
                 )
             return Response(
@@ -571,7 +574,7 @@ def router() -> APIRouter:
                 if charge is None:
                     raise StripeError(
                         400,
-                        f"PaymentIntent {intent['id']} does not have a successful charge to refund.",
+                        f"PaymentIntent {intent['id']} has no successful charge to refund.",
                         code="charge_not_refundable",
                         param="payment_intent",
                     )
@@ -653,7 +656,7 @@ def router() -> APIRouter:
         form = await request.form()
         card = re.sub(r"\D", "", str(form.get("card_number", "")))
         if card not in (CARD_OK, CARD_DECLINED):
-            note = "<p class=err>Your card number is invalid. Use 4242 4242 4242 4242 or 4000 0000 0000 0002.</p>"
+            note = f"<p class=err>Your card number is invalid. {CARD_HINT}</p>"
             return HTMLResponse(_page("Pay", note + _pay_form(session)), status_code=400)
         intent = sim.state.intents.get(session["payment_intent"] or "")
         if intent is None:
@@ -681,14 +684,14 @@ def _public_session(session: dict[str, Any]) -> dict[str, Any]:
 
 def _pay_form(session: dict[str, Any]) -> str:
     rows = "".join(
-        f"<li>{html.escape(r['description'])} × {r['quantity']}: {r['amount_total'] / 100:.2f}</li>"
+        f"<li>{html.escape(r['description'])} x {r['quantity']}: {r['amount_total'] / 100:.2f}</li>"
         for r in session.get("line_items_preview", [])
     )
+    total = f"{session['amount_total'] / 100:.2f} {session['currency'].upper()}"
     return (
-        f"<ul>{rows}</ul><p><b>Total: {session['amount_total'] / 100:.2f} {session['currency'].upper()}</b></p>"
-        f"<form method=post><label>Card number <input name=card_number value='4242 4242 4242 4242'></label> "
-        f"<button type=submit>Pay</button></form>"
-        "<p class=hint>Sandbox: 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined.</p>"
+        f"<ul>{rows}</ul><p><b>Total: {total}</b></p><form method=post><label>Card number "
+        "<input name=card_number value='4242 4242 4242 4242'></label> "
+        f"<button type=submit>Pay</button></form><p class=hint>Sandbox: {CARD_HINT}</p>"
     )
 
 
