@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from roleferry.app import create_app
 from roleferry.config import Settings
+from roleferry.logging import configure_logging
 from roleferry.runtime import Runtime
 
 REQUIRE_SERVICES = os.environ.get("ROLEFERRY_REQUIRE_SERVICES") == "1"
@@ -46,6 +47,13 @@ def _service_missing(name: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{message} and ROLEFERRY_REQUIRE_SERVICES=1")
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_logs() -> None:
+    """Structured logs to stderr at WARNING, redacted, as in production; tests that read logs
+    configure their own capture."""
+    configure_logging("WARNING", "console")
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -145,3 +153,6 @@ def wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError("server did not become healthy")
+
+
+pytest_plugins = ["tests.support.sandbox_server"]

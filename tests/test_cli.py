@@ -135,3 +135,22 @@ def test_startup_log_says_live_or_sandbox_per_provider_without_keys(
     assert any('"provider": "hunter"' in line and '"mode": "live"' in line for line in lines)
     assert any('"provider": "apollo"' in line and '"mode": "sandbox"' in line for line in lines)
     assert secret not in err
+
+
+def test_search_prints_a_table(
+    server: tuple[str, subprocess.Popen[str]], env: dict[str, str], tmp_path: Path
+) -> None:
+    url, _ = server
+    domain = httpx.get(f"{url}/sandbox/_world/companies", params={"limit": 1}).json()["companies"][
+        0
+    ]["domain"]
+    result = run(
+        ["search", domain, "--title", "VP", "--title", "Engineer", "--server", url], env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert domain in result.stdout
+    assert "Email" in result.stdout
+    assert "@" + domain in result.stdout
+    bad = run(["search", "not a domain", "--title", "VP", "--server", url], env, tmp_path)
+    assert bad.returncode == 1
+    assert "bare domain" in bad.stderr

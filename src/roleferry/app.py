@@ -12,8 +12,10 @@ from roleferry.api import health
 from roleferry.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from roleferry.config import Settings
 from roleferry.errors import install_error_handlers
+from roleferry.monitoring import routes as monitoring_routes
 from roleferry.runtime import Runtime
 from roleferry.sandbox.app import Sandbox, build_sandbox_app
+from roleferry.search import routes as search_routes
 from roleferry.users import routes as user_routes
 from roleferry.web import routes as web_routes
 
@@ -57,6 +59,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(user_routes.router)
+    app.include_router(search_routes.router)
+    app.include_router(monitoring_routes.router)
     app.include_router(web_routes.router)
     if sandbox is not None:
         app.mount("/sandbox", build_sandbox_app(sandbox))

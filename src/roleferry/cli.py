@@ -211,5 +211,73 @@ def sandbox(
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _client_key(api_key: str | None) -> str:
+    if api_key:
+        return api_key
+    settings = _settings()
+    key_file = Path(settings.data_dir) / "local-api-key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    _fail(
+        "no API key: pass --api-key, set ROLEFERRY_API_KEY, or run `roleferry serve` once "
+        f"so that {key_file} holds the local key",
+        code=2,
+    )
+
+
+@app.command()
+def search(
+    domain: Annotated[str, typer.Argument(help="The company's domain, e.g. acme.com.")],
+    title: Annotated[
+        list[str], typer.Option("--title", "-t", help="A title to look for (repeatable).")
+    ],
+    limit: Annotated[int, typer.Option(help="At most this many people.")] = 10,
+    server: Annotated[str, typer.Option(envvar="ROLEFERRY_SERVER", help="A running roleferry.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    api_key: Annotated[
+        str | None, typer.Option(envvar="ROLEFERRY_API_KEY", help="Your API key.")
+    ] = None,
+) -> None:
+    """Find people with these titles at a company, through a running server, as a table."""
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    key = _client_key(api_key)
+    try:
+        response = httpx.post(
+            f"{server.rstrip('/')}/api/v1/contacts/search",
+            json={"domain": domain, "titles": title, "limit": limit},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=15,
+        )
+    except httpx.TransportError:
+        _fail(f"cannot reach {server}: is `roleferry serve` running?")
+    body = response.json()
+    if response.status_code != 200:
+        _fail(body.get("error", {}).get("message", response.text))
+    table = Table(
+        title=f"{domain}: {len(body['contacts'])} people (via {body['provider'] or 'none'})"
+    )
+    for column in ("Name", "Title", "Email", "Status", "Email from"):
+        table.add_column(column)
+    for contact in body["contacts"]:
+        name = contact["full_name"] or f"{contact['first_name'] or ''} {contact['last_name'] or ''}"
+        table.add_row(
+            name.strip(),
+            contact["title"] or "",
+            contact["email"] or "",
+            contact["email_status"] or "",
+            contact["sources"].get("email", ""),
+        )
+    console = Console(width=140)
+    console.print(table)
+    tried = ", ".join(
+        f"{a['provider']} {a['outcome']} {a['latency_ms']:.0f} ms" for a in body["attempts"]
+    )
+    console.print(f"[dim]{'cached' if body['cached'] else tried}[/dim]")
+
+
 def main() -> None:
     app()

@@ -77,6 +77,18 @@ class Settings(BaseSettings):
     sendgrid_webhook_public_key: str | None = None
     stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
+    apollo_rate_limit: str = Field("100/3600", description="Our budget: calls/seconds[,…].")
+    clay_rate_limit: str = "10/1"
+    hunter_rate_limit: str = "15/1,500/60"
+    bulk_share: float = Field(0.8, gt=0, le=1, description="Share of each budget bulk may use.")
+    attempt_timeout_s: float = Field(2.0, gt=0)
+    breaker_open_s: float = Field(30.0, gt=0)
+    waterfall: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["apollo", "clay", "hunter"]
+    )
+    search_deadline_s: float = Field(5.0, gt=0, le=10)
+    search_cache_ttl_s: int = Field(86_400, ge=0)
+
     sandbox_seed: int = 7
     sandbox_faults: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -87,10 +99,26 @@ class Settings(BaseSettings):
         description="Mount /sandbox; defaults to on when any provider has no key.",
     )
 
-    @field_validator("stripe_webhook_secret", "sandbox_faults", mode="before")
+    @field_validator("stripe_webhook_secret", "sandbox_faults", "waterfall", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("waterfall")
+    @classmethod
+    def _known_finders(cls, value: list[str]) -> list[str]:
+        allowed = {"apollo", "clay", "hunter"}
+        if not value or set(value) - allowed or len(set(value)) != len(value):
+            raise ValueError(f"waterfall must list some of {sorted(allowed)} once each")
+        return value
+
+    @field_validator("apollo_rate_limit", "clay_rate_limit", "hunter_rate_limit")
+    @classmethod
+    def _valid_rate(cls, value: str) -> str:
+        from roleferry.resilience.ratelimit import Window
+
+        Window.parse(value)
+        return value
 
     @field_validator("sandbox_faults")
     @classmethod

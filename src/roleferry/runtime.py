@@ -13,6 +13,7 @@ from roleferry import migrations
 from roleferry.config import Provider, Settings
 from roleferry.db import Database, DatabaseUrls
 from roleferry.process_lock import ProcessLock
+from roleferry.providers.registry import Providers
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +30,7 @@ class Runtime:
         )
         self._locked = False
         self.database: Database | None = None
+        self.providers: Providers | None = None
         self.dbos_launched = False
 
     @property
@@ -54,6 +56,7 @@ class Runtime:
     async def start(self, *, launch_dbos: bool = True) -> None:
         self.lock()
         self.database = Database(self.settings.database_url)
+        self.providers = Providers(self.settings, self.public_url)
         if launch_dbos:
             self._launch_dbos()
         for provider in Provider:
@@ -71,6 +74,9 @@ class Runtime:
 
             DBOS.destroy()
             self.dbos_launched = False
+        if self.providers is not None:
+            await self.providers.aclose()
+            self.providers = None
         if self.database is not None:
             await self.database.dispose()
             self.database = None

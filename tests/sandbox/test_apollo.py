@@ -9,7 +9,7 @@ import pytest
 
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from roleferry.sandbox.world import Company
-from tests.sandbox.conftest import SandboxServer
+from tests.support.sandbox_server import SandboxServer
 
 KEY = {"x-api-key": SANDBOX_API_KEYS["apollo"]}
 

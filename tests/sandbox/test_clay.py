@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
-from tests.sandbox.conftest import SandboxServer
+from tests.support.sandbox_server import SandboxServer
 
 KEY = {"clay-api-key": SANDBOX_API_KEYS["clay"]}
 

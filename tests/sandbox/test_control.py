@@ -11,7 +11,7 @@ import pytest
 
 from roleferry.sandbox.control import parse_fault_spec
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
-from tests.sandbox.conftest import SandboxServer
+from tests.support.sandbox_server import SandboxServer
 
 
 def match(

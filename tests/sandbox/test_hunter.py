@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
-from tests.sandbox.conftest import SandboxServer
+from tests.support.sandbox_server import SandboxServer
 
 KEY = SANDBOX_API_KEYS["hunter"]
 

@@ -12,7 +12,7 @@ import pytest
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
-from tests.sandbox.conftest import SandboxServer
+from tests.support.sandbox_server import SandboxServer
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_API_KEYS['sendgrid']}"}
 

@@ -11,7 +11,7 @@ import stripe
 
 from roleferry.sandbox.keys import SANDBOX_API_KEYS, SANDBOX_STRIPE_WEBHOOK_SECRET
 from roleferry.sandbox.stripe import parse_form
-from tests.sandbox.conftest import SandboxServer
+from tests.support.sandbox_server import SandboxServer
 
 
 def client(sb: SandboxServer, key: str = SANDBOX_API_KEYS["stripe"]) -> stripe.StripeClient:

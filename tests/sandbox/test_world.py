@@ -8,7 +8,7 @@ import time
 import httpx
 
 from roleferry.sandbox.world import World
-from tests.sandbox.conftest import SandboxServer
+from tests.support.sandbox_server import SandboxServer
 
 
 def test_same_seed_same_world_other_seed_other_world() -> None:

@@ -3,7 +3,9 @@ an email or a key: only route templates, provider names, outcomes and status cod
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 HTTP_REQUESTS = Counter(
     "roleferry_http_requests_total",
@@ -15,4 +17,26 @@ HTTP_LATENCY = Histogram(
     "Time to serve an HTTP request, by method and route template.",
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+INTEGRATION_LATENCY = Histogram(
+    "roleferry_integration_latency_seconds",
+    "Time of one provider call attempt.",
+    ["provider", "endpoint", "status", "error_type"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10),
+)
+INTEGRATION_CALLS = Counter(
+    "roleferry_integration_calls_total",
+    "Provider call attempts, by outcome (status success or error, and the error's type).",
+    ["provider", "endpoint", "status", "error_type"],
+)
+CIRCUIT_STATE = Gauge(
+    "roleferry_circuit_state",
+    "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+    ["provider"],
+)
+RATE_LIMIT_REMAINING = Gauge(
+    "roleferry_rate_limit_remaining",
+    "Calls left in the provider's tightest rate window, as our shared limiter counts them.",
+    ["provider"],
 )

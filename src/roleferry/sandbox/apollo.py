@@ -43,12 +43,8 @@ def error_response(exc: ProviderHTTPError) -> JSONResponse:
     return json_response(body, exc.status, exc.headers)
 
 
-def _window_names(period_s: float) -> str:
-    if period_s <= 60:
-        return "minute"
-    if period_s <= 3600:
-        return "hourly"
-    return "daily"
+_WINDOW_NAMES = {60.0: "minute", 3600.0: "hourly", 86400.0: "daily"}
+_UNITS = {"minute": "minute", "hourly": "hour", "daily": "day"}
 
 
 async def _authorize(request: Request, body: dict[str, Any], endpoint: str) -> dict[str, str]:
@@ -65,19 +61,21 @@ async def _authorize(request: Request, body: dict[str, Any], endpoint: str) -> d
         raise ApolloError(401, "Invalid access credentials.")
     window = sandbox.control["apollo"].window("requests", DEFAULT_LIMIT, DEFAULT_PERIOD_S)
     allowed, remaining, reset_in = window.hit(str(key))
-    name = _window_names(window.period_s)
-    headers = {
-        f"x-rate-limit-{name}": str(window.limit),
-        f"x-{name}-requests-left": str(remaining),
-        f"x-{name}-usage": str(window.limit - remaining),
-    }
+    name = _WINDOW_NAMES.get(window.period_s)
+    headers = {}
+    if name:
+        headers = {
+            f"x-rate-limit-{name}": str(window.limit),
+            f"x-{name}-requests-left": str(remaining),
+            f"x-{name}-usage": str(window.limit - remaining),
+        }
     if not allowed:
         headers["retry-after"] = str(max(1, round(reset_in)))
-        unit = {"minute": "minute", "hourly": "hour", "daily": "day"}[name]
+        per = _UNITS[name] if name else f"{window.period_s:g} seconds"
         raise ApolloError(
             429,
             f"The maximum number of api calls allowed for {endpoint} is {window.limit} times "
-            f"per {unit}. Please upgrade your plan from https://app.apollo.io/#/settings/plans/upgrade.",
+            f"per {per}. Please upgrade your plan from https://app.apollo.io/#/settings/plans/upgrade.",
             headers=headers,
         )
     return headers

@@ -35,6 +35,7 @@ class Faults(BaseModel):
 
     error_rate: float = Field(0.0, ge=0, le=1, description="Share of requests that fail.")
     error_status: int = Field(500, ge=400, le=599, description="Status of injected failures.")
+    fail_next: int = Field(0, ge=0, description="The next N requests fail with error_status.")
     latency_ms: float = Field(0, ge=0, description="Added to every response.")
     jitter_ms: float = Field(0, ge=0, description="Uniform extra latency, 0..jitter_ms.")
     hang: bool = Field(False, description="Accept requests and never answer.")
@@ -204,6 +205,10 @@ class ControlMiddleware:
                 await asyncio.sleep(delay / 1000)
             if faults.down:
                 await self._error(provider, 503, counting_send)
+                return
+            if faults.fail_next > 0:
+                faults.fail_next -= 1
+                await self._error(provider, faults.error_status, counting_send)
                 return
             if faults.error_rate and self.control.rng.random() < faults.error_rate:
                 await self._error(provider, faults.error_status, counting_send)

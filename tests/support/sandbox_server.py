@@ -3,7 +3,6 @@ and our clients talk HTTP to it exactly as they would to the providers."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -125,6 +124,3 @@ def sb(sandbox_server: SandboxServer) -> SandboxServer:
     sandbox_server.control("stripe", duplicate_rate=0.0)
     sandbox_server.caught.clear()
     return sandbox_server
-
-
-__all__ = ["Caught", "SandboxServer", "asyncio"]

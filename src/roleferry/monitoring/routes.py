@@ -1,0 +1,44 @@
+"""How each provider is doing, for people: `GET /api/v1/integrations`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from roleferry.api.deps import CurrentUser, RuntimeDep
+from roleferry.config import Provider
+
+router = APIRouter(prefix="/api/v1", tags=["monitoring"])
+
+
+class IntegrationOut(BaseModel):
+    provider: str
+    mode: str = Field(description="live or sandbox")
+    circuit: str | None = Field(description="closed, half_open or open")
+    budget_left: int | None = Field(description="Calls left in the tightest rate window.")
+    calls_5m: int
+    error_rate_5m: float | None
+    p50_ms_5m: float | None
+    p95_ms_5m: float | None
+
+
+@router.get("/integrations")
+async def integrations(_user: CurrentUser, runtime: RuntimeDep) -> list[IntegrationOut]:
+    rows = []
+    providers = runtime.providers
+    for provider in Provider:
+        policy = providers.policies.get(provider.value) if providers else None
+        recent = providers.stats.recent(provider.value) if providers else None
+        rows.append(
+            IntegrationOut(
+                provider=provider.value,
+                mode="live" if runtime.settings.is_live(provider) else "sandbox",
+                circuit=(await policy.breaker.state()).name.lower() if policy else None,
+                budget_left=await policy.limiter.remaining() if policy else None,
+                calls_5m=recent.calls if recent else 0,
+                error_rate_5m=recent.error_rate if recent else None,
+                p50_ms_5m=recent.p50_ms if recent else None,
+                p95_ms_5m=recent.p95_ms if recent else None,
+            )
+        )
+    return rows

@@ -1,0 +1,151 @@
+"""Hunter client: domain search to find people, email finder for one person. Hunter's quirk is
+mapped here: 403 is its per-second/minute rate limit (retry later), 429 its monthly quota
+(`QuotaExhausted`, not retried). The key goes in `X-API-KEY`, never in the URL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from roleferry.providers.errors import (
+    AuthFailed,
+    BadResponse,
+    InvalidRequest,
+    QuotaExhausted,
+    RateLimited,
+)
+from roleferry.providers.http import ProviderHTTP, retry_after
+from roleferry.providers.hunter.models import (
+    DomainEmail,
+    DomainSearchResponse,
+    FinderData,
+    FinderResponse,
+)
+from roleferry.providers.models import Contact, EmailStatus, PersonQuery, real_email, sourced
+from roleferry.resilience.deadline import Deadline
+from roleferry.resilience.policy import Policy
+from roleferry.resilience.ratelimit import Priority
+
+NAME = "hunter"
+DOMAIN_SEARCH = "/v2/domain-search"
+EMAIL_FINDER = "/v2/email-finder"
+LIKELY = 70
+
+
+class HunterClient:
+    name = NAME
+    batch_size = 1
+
+    def __init__(self, http: ProviderHTTP, policy: Policy) -> None:
+        self.http = http
+        self.policy = policy
+
+    async def _get(
+        self,
+        path: str,
+        params: dict[str, Any],
+        model: type[BaseModel],
+        deadline: Deadline,
+        priority: Priority,
+    ) -> Any:
+        async def attempt(timeout: float) -> Any:
+            response = await self.http.request("GET", path, params=params, timeout=timeout)
+            status = response.status_code
+            if status == 200:
+                try:
+                    return model.model_validate(self.http.json_object(response, path))
+                except ValidationError as exc:
+                    raise BadResponse(NAME, f"{path} answered an unexpected shape") from exc
+            if status == 401:
+                raise AuthFailed(NAME, f"{path} refused the key", status=status)
+            if status == 403:
+                raise RateLimited(
+                    NAME, f"{path} rate limited", retry_after=retry_after(response), status=403
+                )
+            if status == 429:
+                raise QuotaExhausted(NAME, f"{path}: monthly quota spent", status=429)
+            if status in (400, 422):
+                raise InvalidRequest(NAME, f"{path} refused the request ({status})", status=status)
+            raise self.http.unexpected(response, path)
+
+        return await self.policy.call(path, attempt, deadline=deadline, priority=priority)
+
+    async def search_people(
+        self, domain: str, titles: list[str], limit: int, *, deadline: Deadline, priority: Priority
+    ) -> list[Contact]:
+        found: DomainSearchResponse = await self._get(
+            DOMAIN_SEARCH,
+            {"domain": domain, "limit": 100, "type": "personal"},
+            DomainSearchResponse,
+            deadline,
+            priority,
+        )
+        wanted = [t.lower() for t in titles]
+        matching = [
+            e
+            for e in found.data.emails
+            if not wanted or any(t in (e.position or "").lower() for t in wanted)
+        ]
+        return [_from_domain(e, domain, found.data.organization) for e in matching[:limit]]
+
+    async def find_emails(
+        self, people: list[PersonQuery], *, deadline: Deadline, priority: Priority
+    ) -> list[Contact | None]:
+        results: list[Contact | None] = []
+        for query in people:
+            found: FinderResponse = await self._get(
+                EMAIL_FINDER,
+                {
+                    "domain": query.domain,
+                    "first_name": query.first_name,
+                    "last_name": query.last_name,
+                },
+                FinderResponse,
+                deadline,
+                priority,
+            )
+            results.append(
+                _from_finder(found.data, query) if real_email(found.data.email) else None
+            )
+        return results
+
+
+def _status(confidence: int | None) -> EmailStatus:
+    return "likely" if (confidence or 0) >= LIKELY else "guessed"
+
+
+def _from_domain(email: DomainEmail, domain: str, organization: str | None) -> Contact:
+    return sourced(
+        Contact(
+            first_name=email.first_name,
+            last_name=email.last_name,
+            title=email.position,
+            seniority=email.seniority,
+            department=email.department,
+            linkedin_url=email.linkedin,
+            email=real_email(email.value),
+            email_status=_status(email.confidence),
+            email_confidence=email.confidence,
+            company_domain=domain,
+            company_name=organization,
+        ),
+        NAME,
+    )
+
+
+def _from_finder(data: FinderData, query: PersonQuery) -> Contact:
+    return sourced(
+        Contact(
+            first_name=data.first_name or query.first_name,
+            last_name=data.last_name or query.last_name,
+            title=data.position,
+            linkedin_url=data.linkedin_url,
+            email=real_email(data.email),
+            email_status=_status(data.score),
+            email_confidence=data.score,
+            company_domain=query.domain,
+            company_name=data.company,
+        ),
+        NAME,
+    )

@@ -1,0 +1,163 @@
+"""An asyncio circuit breaker with resilience4j's semantics (pybreaker does not support
+coroutines: decorating an `async def` never counts a failure, see contracts.md §8).
+
+CLOSED: every call goes; outcomes fill a count-based sliding window. Once the window holds
+`minimum_calls`, a failure rate or a slow-call rate at or over its threshold opens it.
+OPEN: no call goes for `open_s`; callers get `CircuitOpen` at once, without waiting.
+HALF_OPEN: `half_open_calls` probes go; when all have answered, the breaker closes if their
+failure and slow rates are under the thresholds, else opens again. Other callers are refused
+while probes are out.
+
+Only `Unavailable`, `Timeout` and `BadResponse` count as failures: a 429 or a wrong key says
+nothing about the provider's health. State lives in a `StateStore` (Redis when configured).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from roleferry.resilience.store import State, StateStore
+
+
+class CircuitState(IntEnum):
+    """Values are what `roleferry_circuit_state` reports."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """Defaults, with their units (resilience4j's names in brackets):
+
+    - window: 20 calls [slidingWindowSize, COUNT_BASED]
+    - minimum_calls: 5 [minimumNumberOfCalls]
+    - failure_rate: 0.5 [failureRateThreshold]
+    - slow_call_s: 2.0 seconds [slowCallDurationThreshold]
+    - slow_rate: 0.8 [slowCallRateThreshold]
+    - open_s: 30 seconds [waitDurationInOpenState]
+    - half_open_calls: 2 [permittedNumberOfCallsInHalfOpenState]
+    """
+
+    window: int = 20
+    minimum_calls: int = 5
+    failure_rate: float = 0.5
+    slow_call_s: float = 2.0
+    slow_rate: float = 0.8
+    open_s: float = 30.0
+    half_open_calls: int = 2
+
+
+@dataclass(frozen=True)
+class Permit:
+    state: CircuitState
+    permitted: bool
+    retry_in: float = 0.0
+
+
+def _fresh() -> State:
+    return {
+        "state": int(CircuitState.CLOSED),
+        "window": [],
+        "open_until": 0.0,
+        "probes": 0,
+        "results": [],
+    }
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        provider: str,
+        store: StateStore,
+        config: BreakerConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[str, CircuitState], None] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.store = store
+        self.config = config or BreakerConfig()
+        self.clock = clock
+        self.on_change = on_change
+        self.key = f"breaker:{provider}"
+
+    @property
+    def _ttl(self) -> float:
+        return max(3600.0, self.config.open_s * 4)
+
+    async def state(self) -> CircuitState:
+        """The state as callers would see it now (OPEN past its time reads as HALF_OPEN)."""
+        raw = await self.store.get(self.key) or _fresh()
+        state = CircuitState(raw["state"])
+        if state is CircuitState.OPEN and self.clock() >= raw["open_until"]:
+            return CircuitState.HALF_OPEN
+        return state
+
+    async def acquire(self) -> Permit:
+        """Asks to make one call; never waits."""
+        now = self.clock()
+        config = self.config
+
+        def step(raw: State | None) -> tuple[State, Permit]:
+            s = raw or _fresh()
+            state = CircuitState(s["state"])
+            if state is CircuitState.OPEN:
+                if now < s["open_until"]:
+                    return s, Permit(state, False, s["open_until"] - now)
+                s.update(state=int(CircuitState.HALF_OPEN), probes=0, results=[])
+                state = CircuitState.HALF_OPEN
+            if state is CircuitState.HALF_OPEN:
+                if s["probes"] >= config.half_open_calls:
+                    return s, Permit(state, False, 1.0)
+                s["probes"] += 1
+            return s, Permit(state, True)
+
+        permit = await self.store.update(self.key, step, self._ttl)
+        if permit.state is CircuitState.HALF_OPEN and self.on_change:
+            self.on_change(self.provider, CircuitState.HALF_OPEN)
+        return permit
+
+    async def record(self, permit: Permit, *, failed: bool, duration_s: float) -> CircuitState:
+        """Adds one call's outcome; returns the state after it."""
+        now = self.clock()
+        config = self.config
+        outcome = [1 if failed else 0, 1 if duration_s >= config.slow_call_s else 0]
+
+        def tripped(outcomes: list[list[int]]) -> bool:
+            n = len(outcomes)
+            fails = sum(o[0] for o in outcomes) / n
+            slow = sum(o[1] for o in outcomes) / n
+            return fails >= config.failure_rate or slow >= config.slow_rate
+
+        def step(raw: State | None) -> tuple[State, CircuitState]:
+            s = raw or _fresh()
+            state = CircuitState(s["state"])
+            if state is CircuitState.HALF_OPEN and permit.state is CircuitState.HALF_OPEN:
+                s["results"].append(outcome)
+                if len(s["results"]) >= config.half_open_calls:
+                    if tripped(s["results"]):
+                        s.update(state=int(CircuitState.OPEN), open_until=now + config.open_s)
+                    else:
+                        s.update(_fresh())
+                return s, CircuitState(s["state"])
+            if state is CircuitState.CLOSED:
+                window = [*s["window"], outcome][-config.window :]
+                s["window"] = window
+                if len(window) >= config.minimum_calls and tripped(window):
+                    s.update(
+                        state=int(CircuitState.OPEN),
+                        open_until=now + config.open_s,
+                        window=[],
+                        probes=0,
+                        results=[],
+                    )
+            return s, CircuitState(s["state"])
+
+        new_state = await self.store.update(self.key, step, self._ttl)
+        if new_state is not permit.state and self.on_change:
+            self.on_change(self.provider, new_state)
+        return new_state

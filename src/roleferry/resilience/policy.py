@@ -1,0 +1,177 @@
+"""One policy per provider, composed once and applied to every call to it:
+
+    deadline → breaker → rate budget → bulkhead → attempt with timeout → retry with backoff
+
+A call never waits for the breaker or the budget: it is refused at once (`CircuitOpen`,
+`BudgetExhausted` with the time until room), so the search waterfall skips to the next
+provider and bulk jobs sleep durably. It may wait for a bulkhead slot, within its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from roleferry.monitoring.integrations import IntegrationStats
+from roleferry.monitoring.metrics import CIRCUIT_STATE, RATE_LIMIT_REMAINING
+from roleferry.providers.errors import (
+    BudgetExhausted,
+    CircuitOpen,
+    DeadlineExceeded,
+    ProviderError,
+    RateLimited,
+    Timeout,
+)
+from roleferry.resilience.breaker import BreakerConfig, CircuitBreaker, CircuitState, Permit
+from roleferry.resilience.deadline import Deadline
+from roleferry.resilience.ratelimit import Priority, RateLimiter, Window
+from roleferry.resilience.store import StateStore
+
+T = TypeVar("T")
+
+__all__ = ["Policy", "PolicyConfig", "Priority", "RetryConfig"]
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Defaults: 3 attempts in all; full-jitter backoff from 0.1 s doubling, capped at 1 s;
+    a provider's Retry-After wins over the formula; never a retry that cannot finish (at least
+    `min_attempt_s`, 0.2 s, of answer time) before the deadline."""
+
+    attempts: int = 3
+    base_s: float = 0.1
+    max_s: float = 1.0
+    min_attempt_s: float = 0.2
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Defaults: 2 s per attempt (shrunk to the deadline); at most 10 calls in flight per
+    provider and process; bulk work takes at most 80% of each rate window."""
+
+    windows: list[Window]
+    attempt_timeout_s: float = 2.0
+    max_concurrency: int = 10
+    bulk_share: float = 0.8
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+
+
+AttemptFn = Callable[[float], Awaitable[T]]
+
+
+class Policy:
+    def __init__(
+        self,
+        provider: str,
+        config: PolicyConfig,
+        store: StateStore,
+        stats: IntegrationStats,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.provider = provider
+        self.config = config
+        self.stats = stats
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.breaker = CircuitBreaker(
+            provider, store, config.breaker, clock, on_change=_publish_state
+        )
+        self.limiter = RateLimiter(provider, store, config.windows, config.bulk_share, clock)
+        self.bulkhead = asyncio.Semaphore(config.max_concurrency)
+        CIRCUIT_STATE.labels(provider).set(0)
+
+    async def call(
+        self,
+        endpoint: str,
+        attempt: AttemptFn[T],
+        *,
+        deadline: Deadline,
+        priority: Priority = Priority.INTERACTIVE,
+        cost: int = 1,
+    ) -> T:
+        """Runs `attempt(timeout_s)` under this provider's rules; raises a ProviderError."""
+        retry = self.config.retry
+        last_error: ProviderError | None = None
+        for number in range(1, retry.attempts + 1):
+            if deadline.remaining() < retry.min_attempt_s:
+                raise last_error or DeadlineExceeded(self.provider, f"no time left for {endpoint}")
+            permit = await self.breaker.acquire()
+            if not permit.permitted:
+                raise CircuitOpen(self.provider, permit.retry_in)
+            try:
+                grant = await self.limiter.try_acquire(priority, cost)
+                RATE_LIMIT_REMAINING.labels(self.provider).set(grant.remaining)
+                if not grant.granted:
+                    raise BudgetExhausted(self.provider, grant.wait_s)
+                result = await self._attempt(endpoint, attempt, permit, deadline)
+            except (CircuitOpen, BudgetExhausted):
+                await self.breaker.record(permit, failed=False, duration_s=0.0)
+                raise
+            except ProviderError as error:
+                last_error = error
+                delay = self._backoff(number, error)
+                if (
+                    not error.retryable
+                    or number == retry.attempts
+                    or delay is None
+                    or delay + retry.min_attempt_s > deadline.remaining()
+                ):
+                    raise
+                await self.sleep(delay)
+                continue
+            return result
+        raise last_error or DeadlineExceeded(self.provider, endpoint)
+
+    async def _attempt(
+        self, endpoint: str, attempt: AttemptFn[T], permit: Permit, deadline: Deadline
+    ) -> T:
+        timeout = min(self.config.attempt_timeout_s, deadline.remaining())
+        started = time.perf_counter()
+        error: ProviderError | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.bulkhead:
+                    return await attempt(timeout)
+        except TimeoutError as exc:
+            error = Timeout(self.provider, f"{endpoint} did not answer within {timeout:.2f}s")
+            raise error from exc
+        except ProviderError as exc:
+            error = exc
+            if isinstance(exc, RateLimited):
+                await self.limiter.penalize(exc.retry_after or 1.0)
+            raise
+        finally:
+            duration = time.perf_counter() - started
+            await self.breaker.record(
+                permit,
+                failed=error is not None and error.counts_as_failure,
+                duration_s=duration,
+            )
+            self.stats.observe(self.provider, endpoint, duration, error.kind if error else None)
+
+    def _backoff(self, number: int, error: ProviderError) -> float | None:
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            return error.retry_after
+        retry = self.config.retry
+        return self.rng.uniform(0, min(retry.max_s, retry.base_s * 2 ** (number - 1)))
+
+    async def availability(self, priority: Priority) -> ProviderError | None:
+        """Why a call would be refused right now without sending it, or None if it may go."""
+        state = await self.breaker.state()
+        if state is CircuitState.OPEN:
+            return CircuitOpen(self.provider, self.config.breaker.open_s)
+        if await self.limiter.remaining(priority) <= 0:
+            return BudgetExhausted(self.provider, 1.0)
+        return None
+
+
+def _publish_state(provider: str, state: CircuitState) -> None:
+    CIRCUIT_STATE.labels(provider).set(int(state))

@@ -1,0 +1,150 @@
+"""One rate budget per provider account, shared by every process and by both the interactive
+(search) and the bulk (jobs) paths, so no call is sent that would exceed the provider's limit.
+
+Each window is a sliding log: a call goes only if fewer than `limit` calls went in the last
+`period_s`. Any interval of that length then holds at most `limit` calls, so the provider's
+own fixed windows, wherever their edges fall, never see more: zero 429s by construction.
+Bulk work may use at most `bulk_share` (default 80%) of each window; interactive calls may use
+all of it. A 429 that still arrives blocks the budget for its Retry-After; a provider's own
+count of requests left (Apollo's `x-*-requests-left`) pulls ours down to match.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from roleferry.resilience.store import State, StateStore
+
+
+class Priority(StrEnum):
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+
+@dataclass(frozen=True)
+class Window:
+    limit: int
+    period_s: float
+
+    @classmethod
+    def parse(cls, spec: str) -> list[Window]:
+        """`"100/3600"` or `"15/1,500/60"` → windows (limit per seconds)."""
+        windows = []
+        for part in spec.split(","):
+            limit, _, period = part.strip().partition("/")
+            windows.append(cls(int(limit), float(period or 1)))
+        if not windows or any(w.limit < 1 or w.period_s <= 0 for w in windows):
+            raise ValueError(f"rate limit must look like 100/3600 or 15/1,500/60: {spec!r}")
+        return windows
+
+
+@dataclass(frozen=True)
+class Grant:
+    granted: bool
+    wait_s: float
+    remaining: int
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        provider: str,
+        store: StateStore,
+        windows: list[Window],
+        bulk_share: float = 0.8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.provider = provider
+        self.store = store
+        self.windows = windows
+        self.bulk_share = bulk_share
+        self.clock = clock
+        self.key = f"ratelimit:{provider}"
+        self._ttl = max(w.period_s for w in windows) + 60
+
+    def _prune(self, s: State, now: float) -> None:
+        longest = max(w.period_s for w in self.windows)
+        s["calls"] = [t for t in s["calls"] if t > now - longest]
+
+    async def try_acquire(self, priority: Priority, cost: int = 1) -> Grant:
+        """Takes `cost` calls from every window now, or says how long until there is room."""
+        now = self.clock()
+
+        def step(raw: State | None) -> tuple[State, Grant]:
+            s = raw or {"calls": [], "blocked_until": 0.0}
+            self._prune(s, now)
+            if now < s["blocked_until"]:
+                return s, Grant(False, s["blocked_until"] - now, 0)
+            wait = 0.0
+            remaining = math.inf
+            for window in self.windows:
+                cap = self.cap(window, priority)
+                recent = [t for t in s["calls"] if t > now - window.period_s]
+                over = len(recent) + cost - cap
+                if over > 0:
+                    if cost > cap:
+                        wait = max(wait, window.period_s)
+                    else:
+                        wait = max(wait, recent[over - 1] + window.period_s - now)
+                remaining = min(remaining, window.limit - len(recent))
+            if wait > 0:
+                return s, Grant(False, wait, int(max(0, remaining)))
+            s["calls"].extend([now] * cost)
+            s["calls"].sort()
+            return s, Grant(True, 0.0, int(remaining - cost))
+
+        return await self.store.update(self.key, step, self._ttl)
+
+    async def penalize(self, retry_after_s: float) -> None:
+        """A 429 arrived anyway: no call goes for the time the provider asked."""
+        until = self.clock() + max(0.0, retry_after_s)
+
+        def step(raw: State | None) -> tuple[State, None]:
+            s = raw or {"calls": [], "blocked_until": 0.0}
+            s["blocked_until"] = max(s["blocked_until"], until)
+            return s, None
+
+        await self.store.update(self.key, step, self._ttl)
+
+    async def observe_remaining(self, remaining: int, period_s: float) -> None:
+        """The provider says `remaining` calls are left in its window of `period_s`: if it
+        counted more calls than we did (another client on the same account), count them too."""
+        now = self.clock()
+        window = next((w for w in self.windows if abs(w.period_s - period_s) < 1e-6), None)
+        if window is None:
+            return
+
+        def step(raw: State | None) -> tuple[State, None]:
+            s = raw or {"calls": [], "blocked_until": 0.0}
+            self._prune(s, now)
+            ours = sum(1 for t in s["calls"] if t > now - window.period_s)
+            missing = (window.limit - remaining) - ours
+            if missing > 0:
+                s["calls"].extend([now] * missing)
+                s["calls"].sort()
+            return s, None
+
+        await self.store.update(self.key, step, self._ttl)
+
+    def cap(self, window: Window, priority: Priority) -> int:
+        if priority is Priority.INTERACTIVE:
+            return window.limit
+        return max(1, math.floor(window.limit * self.bulk_share))
+
+    async def remaining(self, priority: Priority = Priority.INTERACTIVE) -> int:
+        """Calls this priority may still make now in the tightest window."""
+        now = self.clock()
+        s = await self.store.get(self.key) or {"calls": [], "blocked_until": 0.0}
+        if now < s["blocked_until"]:
+            return 0
+        return max(
+            0,
+            min(
+                self.cap(w, priority) - sum(1 for t in s["calls"] if t > now - w.period_s)
+                for w in self.windows
+            ),
+        )
