@@ -108,3 +108,28 @@ async def test_concurrent_half_open_callers_beyond_the_probes_are_refused() -> N
     clock[0] = 1.5
     permits = [await breaker.acquire() for _ in range(4)]
     assert [p.permitted for p in permits] == [True, True, False, False]
+
+
+@pytest.mark.redis
+async def test_breaker_state_is_shared_through_redis(redis_url: str) -> None:
+    """Two processes' breakers on one Redis: what opens one is open for the other."""
+    import os
+
+    from redis.asyncio import Redis
+
+    from roleferry.resilience.store import RedisStore
+
+    redis = Redis.from_url(redis_url)
+    prefix = f"rf-breaker-test-{os.getpid()}:"
+    config = BreakerConfig(minimum_calls=2, open_s=30)
+    first = CircuitBreaker("apollo", RedisStore(redis, prefix), config)
+    second = CircuitBreaker("apollo", RedisStore(redis, prefix), config)
+    try:
+        for breaker in (first, second):
+            permit = await breaker.acquire()
+            await breaker.record(permit, failed=True, duration_s=0.01)
+        assert await first.state() is CircuitState.OPEN
+        assert (await second.acquire()).permitted is False
+    finally:
+        await RedisStore(redis, prefix).clear()
+        await redis.aclose()

@@ -262,3 +262,22 @@ def test_integrations_and_metrics_report_providers_without_secrets(live: LiveSer
         "domaur.com",
     ):
         assert secret not in metrics
+
+
+def test_no_key_reaches_the_logs_while_searching(live: LiveServer) -> None:
+    import io
+
+    from roleferry.logging import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("DEBUG", "json", live.runtime.settings.secret_values(), stream=stream)
+    try:
+        live.control("hunter", error_rate=1.0, error_status=500)
+        post(live, "search", {"domain": "domaur.com", "titles": ["VP"], "limit": 3})
+        post(live, "enrich", {"first_name": "A", "last_name": "B", "domain": "domaur.com"})
+    finally:
+        configure_logging("WARNING", "console")
+    out = stream.getvalue()
+    assert "contacts/search" in out
+    for secret in ("sandbox-apollo-key", "sandbox-hunter-key", "sandbox-clay-key", live.key):
+        assert secret not in out
