@@ -18,6 +18,7 @@ from roleferry.sandbox.app import Sandbox, build_sandbox_app
 from roleferry.search import routes as search_routes
 from roleferry.users import routes as user_routes
 from roleferry.web import routes as web_routes
+from roleferry.webhooks import routes as webhook_routes
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
@@ -61,6 +62,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(user_routes.router)
     app.include_router(search_routes.router)
     app.include_router(monitoring_routes.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(webhook_routes.admin)
     app.include_router(web_routes.router)
     if sandbox is not None:
         app.mount("/sandbox", build_sandbox_app(sandbox))

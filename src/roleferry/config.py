@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     search_deadline_s: float = Field(5.0, gt=0, le=10)
     search_cache_ttl_s: int = Field(86_400, ge=0)
 
+    sendgrid_webhook_tolerance_s: float = Field(600, gt=0, description="Replay window, seconds.")
+    stripe_webhook_tolerance_s: float = Field(300, gt=0, description="Replay window, seconds.")
+
     sandbox_seed: int = 7
     sandbox_faults: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -61,12 +61,22 @@ class DatabaseUrls:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # We emit BEGIN ourselves (see _sqlite_begin), so the driver must not.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    """BEGIN IMMEDIATE for write sessions: a deferred transaction that reads and then writes
+    fails at once with SQLITE_BUSY when another writer committed in between; an immediate one
+    takes the write lock first and waits its turn (busy_timeout)."""
+    mode = connection.get_execution_options().get("sqlite_begin", "")
+    connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
 class Database:
@@ -81,11 +91,21 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.urls.async_url, **kwargs)
         if self.urls.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write_session(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction that holds the write lock from its start (SQLite),
+        committed when the block ends, rolled back if it raises."""
+        async with self.sessions() as session, session.begin():
+            if self.urls.is_sqlite:
+                await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
             yield session
 
     async def dispose(self) -> None:

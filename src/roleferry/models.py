@@ -1,7 +1,20 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from roleferry.db import Base
+from roleferry.outreach.models import OutreachMessage, Suppression
+from roleferry.payments.models import CreditEntry, Payment
 from roleferry.search.cache import CacheEntry
 from roleferry.users.models import ApiKey, User
+from roleferry.webhooks.models import WebhookEvent
 
-__all__ = ["ApiKey", "Base", "CacheEntry", "User"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "CacheEntry",
+    "CreditEntry",
+    "OutreachMessage",
+    "Payment",
+    "Suppression",
+    "User",
+    "WebhookEvent",
+]

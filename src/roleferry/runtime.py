@@ -14,6 +14,7 @@ from roleferry.config import Provider, Settings
 from roleferry.db import Database, DatabaseUrls
 from roleferry.process_lock import ProcessLock
 from roleferry.providers.registry import Providers
+from roleferry.webhooks.processor import InboxProcessor
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,7 @@ class Runtime:
         self._locked = False
         self.database: Database | None = None
         self.providers: Providers | None = None
+        self.inbox: InboxProcessor | None = None
         self.dbos_launched = False
 
     @property
@@ -57,6 +59,8 @@ class Runtime:
         self.lock()
         self.database = Database(self.settings.database_url)
         self.providers = Providers(self.settings, self.public_url)
+        self.inbox = InboxProcessor(self.database)
+        self.inbox.start()
         if launch_dbos:
             self._launch_dbos()
         for provider in Provider:
@@ -74,6 +78,9 @@ class Runtime:
 
             DBOS.destroy()
             self.dbos_launched = False
+        if self.inbox is not None:
+            await self.inbox.stop()
+            self.inbox = None
         if self.providers is not None:
             await self.providers.aclose()
             self.providers = None

@@ -40,3 +40,20 @@ RATE_LIMIT_REMAINING = Gauge(
     "Calls left in the provider's tightest rate window, as our shared limiter counts them.",
     ["provider"],
 )
+
+WEBHOOK_REQUESTS = Counter(
+    "roleferry_webhook_requests_total",
+    "Webhook deliveries received: ok, invalid_signature, stale_timestamp, malformed, too_large.",
+    ["provider", "outcome"],
+)
+WEBHOOK_EVENTS = Counter(
+    "roleferry_webhook_events_total",
+    "Webhook events: accepted (new), duplicate (known), applied, failed.",
+    ["provider", "type", "outcome"],
+)
+WEBHOOK_LAG = Histogram(
+    "roleferry_webhook_lag_seconds",
+    "From the provider's event time to our applying it.",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+)

@@ -1,0 +1,240 @@
+"""What an event changes, applied in the processor's transaction with the event's own status,
+so an event's effects and its `applied` mark commit together or not at all.
+
+SendGrid: a message's delivery state only moves forward by rank (processed < deferred <
+delivered < bounced|dropped), so events may arrive in any order and a late `delivered` never
+overwrites a `bounce`; `open` and `click` are counted; `bounce`, `dropped`, `spamreport` and
+`unsubscribe` add the address to the suppression list.
+
+Stripe: payment state per Checkout Session / PaymentIntent; credits go through a ledger whose
+unique reference (`purchase:<payment>`) makes a payment credit its user exactly once, however
+many of its events arrive; refunds debit the newly refunded share once per refunded total.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roleferry.outreach.models import OutreachMessage, Suppression
+from roleferry.payments.models import CreditEntry, Payment
+from roleferry.users.models import User, utcnow
+from roleferry.webhooks.models import WebhookEvent
+
+RANK = {"queued": 0, "processed": 1, "deferred": 2, "delivered": 3, "bounced": 4, "dropped": 4}
+STATE_OF = {
+    "processed": "processed",
+    "deferred": "deferred",
+    "delivered": "delivered",
+    "open": "delivered",
+    "click": "delivered",
+    "bounce": "bounced",
+    "dropped": "dropped",
+}
+SUPPRESSING = {
+    "bounce": "bounce",
+    "dropped": "dropped",
+    "spamreport": "spam_report",
+    "unsubscribe": "unsubscribe",
+    "group_unsubscribe": "unsubscribe",
+}
+CENTS_PER_CREDIT = 10
+
+
+class Effects:
+    """Applies one batch of events inside the caller's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.dialect = session.bind.dialect.name if session.bind else "sqlite"
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    async def apply_sendgrid(self, events: list[WebhookEvent]) -> None:
+        payloads = [e.payload for e in events]
+        outreach_ids = {p["outreach_id"] for p in payloads if isinstance(p.get("outreach_id"), str)}
+        message_ids = {_message_id(p) for p in payloads} - {None}
+        found: list[OutreachMessage] = []
+        if outreach_ids or message_ids:
+            query = select(OutreachMessage).where(
+                or_(
+                    OutreachMessage.id.in_(outreach_ids),
+                    OutreachMessage.message_id.in_(message_ids),
+                )
+            )
+            found = list(await self.session.scalars(query))
+        by_id = {m.id: m for m in found}
+        by_message = {(m.message_id, m.email.lower()): m for m in by_id.values()}
+        suppress: dict[str, tuple[str, str]] = {}
+        for event in events:
+            p = event.payload
+            email = str(p.get("email", "")).strip().lower()
+            message = by_id.get(str(p.get("outreach_id"))) or by_message.get((_message_id(p), email))
+            notes = []
+            if event.type in SUPPRESSING and email:
+                suppress.setdefault(email, (SUPPRESSING[event.type], event.event_id))
+                notes.append("suppressed")
+            if message is None:
+                notes.append("unmatched")
+            else:
+                _advance(message, event.type, event.occurred_at)
+                notes.append(f"state={message.state}")
+            event.outcome = ",".join(notes)
+        if suppress:
+            statement = (
+                self._insert(Suppression)
+                .values(
+                    [
+                        {"email": e, "reason": r, "source_event": s, "created_at": utcnow()}
+                        for e, (r, s) in suppress.items()
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["email"])
+            )
+            await self.session.execute(statement)
+
+    async def apply_stripe(self, event: WebhookEvent) -> None:
+        obj = (event.payload.get("data") or {}).get("object") or {}
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+            raise ValueError("the event has no data.object with an id")
+        kind = event.type
+        if kind == "checkout.session.completed":
+            payment = await self._payment(session_id=obj["id"], intent_id=obj.get("payment_intent"))
+            payment.user_id = payment.user_id or obj.get("client_reference_id")
+            payment.amount = int(obj.get("amount_total") or payment.amount)
+            payment.currency = str(obj.get("currency") or payment.currency)
+            payment.credits = _credits(obj, payment.amount)
+            if obj.get("payment_status") == "paid":
+                payment.status = _forward(payment.status, "paid")
+                event.outcome = await self._credit(payment)
+            else:
+                event.outcome = f"session {obj.get('payment_status')}"
+        elif kind == "payment_intent.succeeded":
+            payment = await self._payment(intent_id=obj["id"])
+            payment.amount = int(obj.get("amount_received") or obj.get("amount") or payment.amount)
+            payment.user_id = payment.user_id or (obj.get("metadata") or {}).get("user_id")
+            payment.status = _forward(payment.status, "paid")
+            if not payment.credits:
+                payment.credits = _credits(obj, payment.amount)
+            event.outcome = await self._credit(payment)
+        elif kind == "payment_intent.payment_failed":
+            payment = await self._payment(intent_id=obj["id"])
+            payment.status = _forward(payment.status, "failed")
+            event.outcome = f"payment {payment.status}"
+        elif kind == "charge.refunded":
+            intent_id = obj.get("payment_intent")
+            payment = await self._payment(
+                intent_id=intent_id if isinstance(intent_id, str) else None
+            )
+            event.outcome = await self._refund(payment, obj)
+        else:
+            event.outcome = "ignored"
+            return
+        payment.updated_at = utcnow()
+
+    async def _payment(
+        self, *, session_id: str | None = None, intent_id: str | None = None
+    ) -> Payment:
+        clauses = []
+        if session_id:
+            clauses.append(Payment.checkout_session_id == session_id)
+        if intent_id:
+            clauses.append(Payment.payment_intent_id == intent_id)
+        payment = (
+            await self.session.scalar(select(Payment).where(or_(*clauses))) if clauses else None
+        )
+        if payment is None:
+            payment = Payment(
+                checkout_session_id=session_id,
+                payment_intent_id=intent_id,
+                status="open",
+                amount=0,
+                amount_refunded=0,
+                credits=0,
+                currency="usd",
+            )
+            self.session.add(payment)
+        else:
+            payment.checkout_session_id = payment.checkout_session_id or session_id
+            payment.payment_intent_id = payment.payment_intent_id or intent_id
+        await self.session.flush()
+        return payment
+
+    async def _credit(self, payment: Payment) -> str:
+        if not payment.user_id or payment.credits <= 0:
+            return f"paid; no {'user' if not payment.user_id else 'credits'} to credit"
+        if await self.session.get(User, payment.user_id) is None:
+            return f"paid; unknown user {payment.user_id}"
+        reference = f"purchase:{payment.payment_intent_id or payment.checkout_session_id}"
+        added = await self._ledger(payment.user_id, payment.credits, "purchase", reference)
+        return f"credited {payment.credits}" if added else "already credited"
+
+    async def _refund(self, payment: Payment, charge: dict[str, Any]) -> str:
+        refunded = int(charge.get("amount_refunded") or 0)
+        if refunded <= payment.amount_refunded:
+            return "refund already recorded"
+        newly = refunded - payment.amount_refunded
+        payment.amount_refunded = refunded
+        payment.amount = payment.amount or int(charge.get("amount") or 0)
+        payment.status = "refunded" if refunded >= payment.amount else "partially_refunded"
+        if not payment.user_id or not payment.amount or not payment.credits:
+            return f"refund of {newly} recorded"
+        debit = -(payment.credits * newly // payment.amount)
+        reference = f"refund:{charge['id']}:{refunded}"
+        await self._ledger(payment.user_id, debit, "refund", reference)
+        return f"refund of {newly} debited {-debit} credits"
+
+    async def _ledger(self, user_id: str, delta: int, reason: str, reference: str) -> bool:
+        statement = (
+            self._insert(CreditEntry)
+            .values(
+                user_id=user_id,
+                delta=delta,
+                reason=reason,
+                reference=reference,
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["reference"])
+            .returning(CreditEntry.id)
+        )
+        return (await self.session.execute(statement)).scalar() is not None
+
+
+def _message_id(payload: dict[str, Any]) -> str | None:
+    value = payload.get("sg_message_id")
+    return value.split(".", 1)[0] if isinstance(value, str) and value else None
+
+
+def _advance(message: OutreachMessage, event_type: str, at: float) -> None:
+    target = STATE_OF.get(event_type)
+    if target and RANK[target] > RANK.get(message.state, 0):
+        message.state = target
+    if event_type == "open":
+        message.opens += 1
+    elif event_type == "click":
+        message.clicks += 1
+    elif event_type == "spamreport":
+        message.spam_reported = True
+    elif event_type in ("unsubscribe", "group_unsubscribe"):
+        message.unsubscribed = True
+    message.last_event_at = max(message.last_event_at or 0.0, at)
+
+
+_PAYMENT_RANK = {"open": 0, "failed": 1, "paid": 2, "partially_refunded": 3, "refunded": 4}
+
+
+def _forward(current: str, target: str) -> str:
+    """Payment states only move forward: a late `payment_failed` never undoes `paid`."""
+    return target if _PAYMENT_RANK[target] > _PAYMENT_RANK.get(current, 0) else current
+
+
+def _credits(obj: dict[str, Any], amount: int) -> int:
+    metadata = obj.get("metadata") or {}
+    raw = metadata.get("credits") if isinstance(metadata, dict) else None
+    if isinstance(raw, str) and raw.isdigit():
+        return int(raw)
+    return amount // CENTS_PER_CREDIT

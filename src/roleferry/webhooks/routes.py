@@ -1,0 +1,123 @@
+"""Webhook receivers (signed, unauthenticated by key) and the admin view of the inbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from roleferry.api.deps import AdminUser, RuntimeDep, SessionDep
+from roleferry.errors import Conflict, NotFound, error_response
+from roleferry.monitoring.metrics import WEBHOOK_REQUESTS
+from roleferry.runtime import Runtime
+from roleferry.webhooks import inbox, signatures
+from roleferry.webhooks.models import FAILED, PENDING, WebhookEvent
+
+router = APIRouter(tags=["webhooks"])
+admin = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+
+async def _receive(runtime: Runtime, provider: str, request: Request) -> JSONResponse:
+    body = await request.body()
+    settings = runtime.settings
+    try:
+        if provider == "sendgrid":
+            signatures.verify_sendgrid(
+                body,
+                request.headers.get(signatures.SENDGRID_SIGNATURE),
+                request.headers.get(signatures.SENDGRID_TIMESTAMP),
+                settings.sendgrid_public_key(),
+                settings.sendgrid_webhook_tolerance_s,
+            )
+            events = inbox.parse_sendgrid(body)
+        else:
+            signatures.verify_stripe(
+                body,
+                request.headers.get(signatures.STRIPE_SIGNATURE),
+                settings.stripe_webhook_secrets(),
+                settings.stripe_webhook_tolerance_s,
+            )
+            events = inbox.parse_stripe(body)
+    except signatures.InvalidWebhook as exc:
+        WEBHOOK_REQUESTS.labels(provider, exc.outcome).inc()
+        return error_response(401, exc.outcome, str(exc))
+    except inbox.MalformedPayload as exc:
+        WEBHOOK_REQUESTS.labels(provider, "malformed").inc()
+        return error_response(400, "malformed", str(exc))
+    async with runtime.db.write_session() as session:
+        stored = await inbox.store(session, provider, events)
+    WEBHOOK_REQUESTS.labels(provider, "ok").inc()
+    if runtime.inbox is not None and stored.accepted:
+        runtime.inbox.wake()
+    return JSONResponse({"accepted": stored.accepted, "duplicates": stored.duplicates})
+
+
+@router.post("/webhooks/sendgrid")
+async def sendgrid_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """SendGrid's signed Event Webhook: a JSON array of events, ECDSA-signed."""
+    return await _receive(runtime, "sendgrid", request)
+
+
+@router.post("/webhooks/stripe")
+async def stripe_events(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """One Stripe event, signed with Stripe-Signature."""
+    return await _receive(runtime, "stripe", request)
+
+
+class WebhookEventOut(BaseModel):
+    id: int
+    provider: str
+    event_id: str
+    type: str
+    status: str
+    attempts: int
+    outcome: str | None
+    occurred_at: float
+    received_at: datetime
+    applied_at: datetime | None
+    payload: dict[str, Any]
+
+
+@admin.get("/webhook-events")
+async def list_events(
+    _admin: AdminUser,
+    session: SessionDep,
+    provider: Annotated[str | None, Query(pattern="^(sendgrid|stripe)$")] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|applied|failed)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[
+        int | None, Query(ge=1, description="Page: events older than this.")
+    ] = None,
+) -> list[WebhookEventOut]:
+    query = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit)
+    if provider:
+        query = query.where(WebhookEvent.provider == provider)
+    if status:
+        query = query.where(WebhookEvent.status == status)
+    if before_id:
+        query = query.where(WebhookEvent.id < before_id)
+    return [
+        WebhookEventOut.model_validate(e, from_attributes=True)
+        for e in await session.scalars(query)
+    ]
+
+
+@admin.post("/webhook-events/{event_pk}/replay")
+async def replay_event(event_pk: int, _admin: AdminUser, runtime: RuntimeDep) -> WebhookEventOut:
+    """Queues a failed event to be applied again (an applied one is refused: no double effects)."""
+    async with runtime.db.write_session() as session:
+        event = await session.get(WebhookEvent, event_pk)
+        if event is None:
+            raise NotFound(f"no webhook event {event_pk}")
+        if event.status != FAILED:
+            raise Conflict(f"event {event_pk} is {event.status}; only failed events are replayed")
+        event.status = PENDING
+        event.outcome = None
+        out = WebhookEventOut.model_validate(event, from_attributes=True)
+    if runtime.inbox is not None:
+        runtime.inbox.wake()
+    return out
