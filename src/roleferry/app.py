@@ -19,6 +19,7 @@ from roleferry.search import routes as search_routes
 from roleferry.users import routes as user_routes
 from roleferry.web import routes as web_routes
 from roleferry.webhooks import routes as webhook_routes
+from roleferry.webhooks.routes import count_refused_webhook
 
 
 def create_app(runtime: Runtime | None = None) -> FastAPI:
@@ -56,6 +57,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         BodyLimitMiddleware,
         default=settings.max_body_bytes,
         limits={"/webhooks/": settings.webhook_max_body_bytes},
+        on_refused=count_refused_webhook,
     )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)

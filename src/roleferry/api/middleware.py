@@ -9,7 +9,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -81,9 +81,16 @@ class BodyLimitMiddleware:
     Content-Length is checked up front; chunked bodies are counted as they stream in.
     """
 
-    def __init__(self, app: ASGIApp, default: int, limits: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        default: int,
+        limits: Mapping[str, int] | None = None,
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         self.app = app
         self.default = default
+        self.on_refused = on_refused
         self.limits = sorted((limits or {}).items(), key=lambda kv: len(kv[0]), reverse=True)
 
     def limit_for(self, path: str) -> int:
@@ -99,6 +106,8 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            if self.on_refused:
+                self.on_refused(scope["path"])
             await _too_large(send, limit)
             return
         received = 0
@@ -110,6 +119,8 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    if self.on_refused:
+                        self.on_refused(scope["path"])
                     raise BodyTooLarge(limit)
             return message
 

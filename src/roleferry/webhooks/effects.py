@@ -73,7 +73,9 @@ class Effects:
         for event in events:
             p = event.payload
             email = str(p.get("email", "")).strip().lower()
-            message = by_id.get(str(p.get("outreach_id"))) or by_message.get((_message_id(p), email))
+            message = by_id.get(str(p.get("outreach_id"))) or by_message.get(
+                (_message_id(p), email)
+            )
             notes = []
             if event.type in SUPPRESSING and email:
                 suppress.setdefault(email, (SUPPRESSING[event.type], event.event_id))

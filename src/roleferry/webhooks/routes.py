@@ -21,6 +21,13 @@ router = APIRouter(tags=["webhooks"])
 admin = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
 
+def count_refused_webhook(path: str) -> None:
+    """The body limit refused a request: count it when it was a webhook delivery."""
+    provider = path.removeprefix("/webhooks/").split("/", 1)[0]
+    if path.startswith("/webhooks/") and provider in ("sendgrid", "stripe"):
+        WEBHOOK_REQUESTS.labels(provider, "too_large").inc()
+
+
 async def _receive(runtime: Runtime, provider: str, request: Request) -> JSONResponse:
     body = await request.body()
     settings = runtime.settings
