@@ -67,6 +67,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     app.include_router(webhook_routes.admin)
     app.include_router(web_routes.router)
+    if settings.bench_routes:
+        app.add_api_route("/_bench/bare", health.bare, methods=["POST"], include_in_schema=False)
     if sandbox is not None:
         app.mount("/sandbox", build_sandbox_app(sandbox))
     return app

@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     sendgrid_webhook_tolerance_s: float = Field(600, gt=0, description="Replay window, seconds.")
     stripe_webhook_tolerance_s: float = Field(300, gt=0, description="Replay window, seconds.")
 
+    bench_routes: bool = Field(
+        False, description="Mount POST /_bench/bare, a ceiling for benchmarks."
+    )
+
+    dbos_poll_s: float = Field(
+        0.5, gt=0, description="How often DBOS looks for messages and events (and stops)."
+    )
+
     sandbox_seed: int = 7
     sandbox_faults: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

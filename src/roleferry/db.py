@@ -6,11 +6,13 @@ PostgreSQL is the scale-out choice. Alembic and DBOS need synchronous URLs, deri
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -60,6 +62,11 @@ class DatabaseUrls:
             self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
 
 
+def _dumps(value: Any) -> str:
+    """orjson: JSON columns are on the webhook hot path, and it is several times faster."""
+    return orjson.dumps(value).decode()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # We emit BEGIN ourselves (see _sqlite_begin), so the driver must not.
     dbapi_connection.isolation_level = None
@@ -85,7 +92,11 @@ class Database:
     def __init__(self, url: str) -> None:
         self.urls = DatabaseUrls(url)
         self.urls.ensure_directory()
-        kwargs: dict[str, Any] = {"pool_pre_ping": not self.urls.is_sqlite}
+        kwargs: dict[str, Any] = {
+            "pool_pre_ping": not self.urls.is_sqlite,
+            "json_serializer": _dumps,
+            "json_deserializer": orjson.loads,
+        }
         if not self.urls.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=20)
         self.engine: AsyncEngine = create_async_engine(self.urls.async_url, **kwargs)
@@ -93,6 +104,9 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time; queueing our writers here, in order, beats letting
+        # them poll SQLite's lock with its sleeping busy handler.
+        self._write_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
@@ -103,9 +117,12 @@ class Database:
     async def write_session(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction that holds the write lock from its start (SQLite),
         committed when the block ends, rolled back if it raises."""
-        async with self.sessions() as session, session.begin():
-            if self.urls.is_sqlite:
-                await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        if not self.urls.is_sqlite:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock, self.sessions() as session, session.begin():
+            await session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
             yield session
 
     async def dispose(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roleferry.api.deps import RuntimeDep
@@ -29,6 +29,12 @@ async def readyz(runtime: RuntimeDep) -> dict[str, str]:
     if checks["dbos"] != "launched":
         raise ServiceUnavailable("durable execution (DBOS) is not launched", details=checks)
     return {"status": "ready", **checks}
+
+
+async def bare(request: Request) -> Response:
+    """Reads the body and answers 200: what a route costs with no work, for benchmarks."""
+    await request.body()
+    return Response(b'{"ok":true}', media_type="application/json")
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -13,6 +13,7 @@ many of its events arrive; refunds debit the newly refunded share once per refun
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roleferry.outreach.models import OutreachMessage, Suppression
 from roleferry.payments.models import CreditEntry, Payment
 from roleferry.users.models import User, utcnow
-from roleferry.webhooks.models import WebhookEvent
+from roleferry.webhooks.models import InboxEvent
 
 RANK = {"queued": 0, "processed": 1, "deferred": 2, "delivered": 3, "bounced": 4, "dropped": 4}
 STATE_OF = {
@@ -42,6 +43,7 @@ SUPPRESSING = {
     "group_unsubscribe": "unsubscribe",
 }
 CENTS_PER_CREDIT = 10
+YIELD_EVERY = 200  # events between yields to the event loop, so acknowledgements keep flowing
 
 
 class Effects:
@@ -54,7 +56,7 @@ class Effects:
     def _insert(self, table: Any) -> Any:
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
-    async def apply_sendgrid(self, events: list[WebhookEvent]) -> None:
+    async def apply_sendgrid(self, events: list[InboxEvent]) -> None:
         payloads = [e.payload for e in events]
         outreach_ids = {p["outreach_id"] for p in payloads if isinstance(p.get("outreach_id"), str)}
         message_ids = {_message_id(p) for p in payloads} - {None}
@@ -70,7 +72,9 @@ class Effects:
         by_id = {m.id: m for m in found}
         by_message = {(m.message_id, m.email.lower()): m for m in by_id.values()}
         suppress: dict[str, tuple[str, str]] = {}
-        for event in events:
+        for n, event in enumerate(events):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             p = event.payload
             email = str(p.get("email", "")).strip().lower()
             message = by_id.get(str(p.get("outreach_id"))) or by_message.get(
@@ -87,19 +91,16 @@ class Effects:
                 notes.append(f"state={message.state}")
             event.outcome = ",".join(notes)
         if suppress:
-            statement = (
-                self._insert(Suppression)
-                .values(
-                    [
-                        {"email": e, "reason": r, "source_event": s, "created_at": utcnow()}
-                        for e, (r, s) in suppress.items()
-                    ]
-                )
-                .on_conflict_do_nothing(index_elements=["email"])
+            now = utcnow()
+            await self.session.execute(
+                self._insert(Suppression).on_conflict_do_nothing(index_elements=["email"]),
+                [
+                    {"email": e, "reason": r, "source_event": s, "created_at": now}
+                    for e, (r, s) in suppress.items()
+                ],
             )
-            await self.session.execute(statement)
 
-    async def apply_stripe(self, event: WebhookEvent) -> None:
+    async def apply_stripe(self, event: InboxEvent) -> None:
         obj = (event.payload.get("data") or {}).get("object") or {}
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
             raise ValueError("the event has no data.object with an id")

@@ -3,16 +3,33 @@ in the transaction that precedes our 2xx, then applied by the processor."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from roleferry.db import Base
 from roleferry.users.models import utcnow
 
 PENDING, APPLIED, FAILED = "pending", "applied", "failed"
+
+
+@dataclass
+class InboxEvent:
+    """A stored event as the processor handles it: a plain record, not an ORM object, since
+    ORM loading and per-object flushing cost more than applying a batch of events."""
+
+    id: int
+    provider: str
+    event_id: str
+    type: str
+    payload: dict[str, Any]
+    occurred_at: float
+    attempts: int
+    status: str = PENDING
+    outcome: str | None = None
 
 
 class WebhookEvent(Base):
@@ -34,3 +51,6 @@ class WebhookEvent(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     outcome: Mapped[str | None] = mapped_column(Text, nullable=True, doc="What applying did.")
+
+
+EVENTS_TABLE: Table = WebhookEvent.__table__  # type: ignore[assignment]

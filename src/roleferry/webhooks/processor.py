@@ -16,17 +16,24 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import structlog
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select, update
 
 from roleferry.db import Database
 from roleferry.monitoring.metrics import WEBHOOK_EVENTS, WEBHOOK_LAG
 from roleferry.webhooks.effects import Effects
 from roleferry.webhooks.inbox import type_label
-from roleferry.webhooks.models import APPLIED, FAILED, PENDING, WebhookEvent
+from roleferry.webhooks.models import (
+    APPLIED,
+    EVENTS_TABLE,
+    FAILED,
+    PENDING,
+    InboxEvent,
+    WebhookEvent,
+)
 
 log = structlog.get_logger(__name__)
 
-BATCH = 500
+BATCH = 2_000
 POLL_S = 0.5
 RETENTION_S = 4 * 24 * 3600
 CLEANUP_EVERY_S = 600.0
@@ -84,16 +91,25 @@ class InboxProcessor:
 
     async def apply_batch(self) -> int:
         """Claims up to `batch` pending events, applies them, marks them; returns how many."""
+        table = EVENTS_TABLE
         async with self.database.write_session() as session:
             query = (
-                select(WebhookEvent)
-                .where(WebhookEvent.status == PENDING)
-                .order_by(WebhookEvent.id)
+                select(
+                    table.c.id,
+                    table.c.provider,
+                    table.c.event_id,
+                    table.c.type,
+                    table.c.payload,
+                    table.c.occurred_at,
+                    table.c.attempts,
+                )
+                .where(table.c.status == PENDING)
+                .order_by(table.c.id)
                 .limit(self.batch)
             )
             if not self.database.urls.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
-            events = list(await session.scalars(query))
+            events = [InboxEvent(*row) for row in (await session.execute(query)).tuples()]
             if not events:
                 return 0
             effects = Effects(session)
@@ -101,7 +117,7 @@ class InboxProcessor:
             if sendgrid:
                 await effects.apply_sendgrid(sendgrid)
             for event in events:
-                event.attempts += 1
+                event.status = APPLIED
                 if event.provider == "stripe":
                     try:
                         async with session.begin_nested():
@@ -109,16 +125,35 @@ class InboxProcessor:
                     except (ValueError, KeyError, TypeError) as exc:
                         event.status = FAILED
                         event.outcome = f"{type(exc).__name__}: {exc}"
-                        continue
-                event.status = APPLIED
-                event.applied_at = datetime.now(UTC)
-            done = [(e.provider, e.type, e.status, e.occurred_at) for e in events]
-        now = time.time()
-        for provider, kind, status, occurred in done:
-            WEBHOOK_EVENTS.labels(provider, type_label(provider, kind), status).inc()
-            if status == APPLIED:
-                WEBHOOK_LAG.labels(provider).observe(max(0.0, now - occurred))
-        return len(done)
+            now = datetime.now(UTC)
+            await session.execute(
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values(
+                    status=bindparam("new_status"),
+                    outcome=bindparam("new_outcome"),
+                    attempts=bindparam("new_attempts"),
+                    applied_at=bindparam("new_applied_at"),
+                ),
+                [
+                    {
+                        "row_id": e.id,
+                        "new_status": e.status,
+                        "new_outcome": e.outcome,
+                        "new_attempts": e.attempts + 1,
+                        "new_applied_at": now if e.status == APPLIED else None,
+                    }
+                    for e in events
+                ],
+            )
+        finished = time.time()
+        for event in events:
+            WEBHOOK_EVENTS.labels(
+                event.provider, type_label(event.provider, event.type), event.status
+            ).inc()
+            if event.status == APPLIED:
+                WEBHOOK_LAG.labels(event.provider).observe(max(0.0, finished - event.occurred_at))
+        return len(events)
 
     async def cleanup(self) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=self.retention_s)

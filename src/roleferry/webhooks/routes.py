@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from roleferry.api.deps import AdminUser, RuntimeDep, SessionDep
-from roleferry.errors import Conflict, NotFound, error_response
+from roleferry.errors import Conflict, NotFound, ServiceUnavailable, error_response
 from roleferry.monitoring.metrics import WEBHOOK_REQUESTS
 from roleferry.runtime import Runtime
 from roleferry.webhooks import inbox, signatures
@@ -55,8 +55,9 @@ async def _receive(runtime: Runtime, provider: str, request: Request) -> JSONRes
     except inbox.MalformedPayload as exc:
         WEBHOOK_REQUESTS.labels(provider, "malformed").inc()
         return error_response(400, "malformed", str(exc))
-    async with runtime.db.write_session() as session:
-        stored = await inbox.store(session, provider, events)
+    if runtime.inbox_writer is None:
+        raise ServiceUnavailable("the inbox is not running")
+    stored = await runtime.inbox_writer.store(provider, events)
     WEBHOOK_REQUESTS.labels(provider, "ok").inc()
     if runtime.inbox is not None and stored.accepted:
         runtime.inbox.wake()

@@ -1,0 +1,168 @@
+"""Exactly once under the conditions providers create: 10,000 events with 30% duplicates,
+shuffled, from concurrent senders; and the same with the server killed (SIGKILL) mid-stream
+while the senders keep retrying, as SendGrid does."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roleferry.outreach.models import OutreachMessage
+from roleferry.users import service
+from roleferry.webhooks.models import WebhookEvent
+from tests.conftest import free_port, wait_healthy
+from tests.support.live_server import live_server
+from tests.support.webhooks import dumps, in_db, sendgrid_event, sendgrid_headers
+
+MESSAGES = 100
+UNIQUE = 7_000
+DUPLICATES = 3_000
+BATCH = 100
+SENDERS = 8
+
+
+def seed_messages(database_url: str) -> None:
+    async def go(session: AsyncSession) -> None:
+        owner = await service.create_user(session, f"sender-{random.random()}@example.com")
+        for i in range(MESSAGES):
+            session.add(OutreachMessage(id=f"out_{i}", user_id=owner.user.id, message_id=f"MSG{i}",
+                                        email=f"m{i}@example.com"))
+
+    in_db(database_url, go)
+
+
+def make_batches(seed: int) -> tuple[list[list[dict[str, Any]]], Counter[str]]:
+    rng = random.Random(seed)
+    unique = []
+    expected: Counter[str] = Counter()
+    for _ in range(UNIQUE):
+        i = rng.randrange(MESSAGES)
+        unique.append(sendgrid_event("open", f"m{i}@example.com", outreach_id=f"out_{i}"))
+        expected[f"out_{i}"] += 1
+    events = unique + [rng.choice(unique) for _ in range(DUPLICATES)]
+    rng.shuffle(events)
+    return [events[i : i + BATCH] for i in range(0, len(events), BATCH)], expected
+
+
+def send_all(url: Callable[[], str], batches: list[list[dict[str, Any]]], stop_after: float = 120) -> int:
+    """SENDERS threads post every batch, retrying each until it is acknowledged."""
+    queue = list(enumerate(batches))
+    lock = threading.Lock()
+    retries = [0]
+    deadline = time.monotonic() + stop_after
+
+    def sender() -> None:
+        with httpx.Client(timeout=10) as client:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    _, batch = queue.pop()
+                body = dumps(batch)
+                while time.monotonic() < deadline:
+                    try:
+                        response = client.post(f"{url()}/webhooks/sendgrid", content=body,
+                                               headers=sendgrid_headers(body))
+                        if response.status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    with lock:
+                        retries[0] += 1
+                    time.sleep(0.2)
+
+    threads = [threading.Thread(target=sender) for _ in range(SENDERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return retries[0]
+
+
+def wait_all_applied(database_url: str, timeout: float = 60) -> None:
+    async def pending(session: AsyncSession) -> int:
+        return int(await session.scalar(
+            select(func.count()).select_from(WebhookEvent).where(WebhookEvent.status != "applied")) or 0)
+
+    deadline = time.monotonic() + timeout
+    while in_db(database_url, pending):
+        assert time.monotonic() < deadline, "events left unapplied"
+        time.sleep(0.2)
+
+
+def assert_applied_exactly_once(database_url: str, expected: Counter[str]) -> None:
+    async def read(session: AsyncSession) -> tuple[int, dict[str, int]]:
+        events = int(await session.scalar(select(func.count()).select_from(WebhookEvent)) or 0)
+        opens = {m.id: m.opens for m in await session.scalars(select(OutreachMessage))}
+        return events, opens
+
+    stored, opens = in_db(database_url, read)
+    assert stored == UNIQUE, "every unique event stored once, no duplicate stored"
+    assert sum(opens.values()) == UNIQUE, "every event applied once"
+    assert opens == {m: expected.get(m, 0) for m in opens}
+
+
+def test_10000_events_30_percent_duplicates_shuffled_concurrent(tmp_path: Path) -> None:
+    batches, expected = make_batches(seed=1)
+    with live_server(tmp_path) as live:
+        url = live.runtime.settings.database_url
+        seed_messages(url)
+        send_all(lambda: live.url, batches)
+        wait_all_applied(url)
+        assert_applied_exactly_once(url, expected)
+
+
+def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(env: dict[str, str], tmp_path: Path) -> None:
+    batches, expected = make_batches(seed=2)
+    database_url = env["ROLEFERRY_DATABASE_URL"]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "roleferry", "serve", "--port", str(port)],
+                                env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        wait_healthy(url, proc)
+        return proc
+
+    first = start()
+    seed_messages(database_url)
+    killed = threading.Event()
+    second: list[subprocess.Popen[str]] = []
+
+    def killer() -> None:
+        async def stored(session: AsyncSession) -> int:
+            return int(await session.scalar(select(func.count()).select_from(WebhookEvent)) or 0)
+
+        while in_db(database_url, stored) < UNIQUE // 3:
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        killed.set()
+        time.sleep(0.5)
+        second.append(start())
+
+    chaos = threading.Thread(target=killer)
+    chaos.start()
+    retries = send_all(lambda: url, batches)
+    chaos.join()
+    try:
+        assert killed.is_set() and retries > 0, "the server died mid-stream and senders retried"
+        wait_all_applied(database_url)
+        assert_applied_exactly_once(database_url, expected)
+    finally:
+        second[0].terminate()
+        second[0].wait(20)
