@@ -48,9 +48,14 @@ def test_sendgrid_events_from_the_sandbox_update_delivery_state(tmp_path: Path) 
             sent = httpx.post(
                 f"{live.url}/sandbox/sendgrid/v3/mail/send",
                 headers={"Authorization": f"Bearer {SANDBOX_API_KEYS['sendgrid']}"},
-                json={"personalizations": [{"to": [{"email": person.email}], "custom_args": {"outreach_id": oid}}],
-                      "from": {"email": "jobs@roleferry.test"}, "subject": "Hello",
-                      "content": [{"type": "text/plain", "value": "Hi"}]},
+                json={
+                    "personalizations": [
+                        {"to": [{"email": person.email}], "custom_args": {"outreach_id": oid}}
+                    ],
+                    "from": {"email": "jobs@roleferry.test"},
+                    "subject": "Hello",
+                    "content": [{"type": "text/plain", "value": "Hi"}],
+                },
             )
             assert sent.status_code == 202
 
@@ -70,17 +75,34 @@ def test_a_sandbox_checkout_credits_the_buyer_exactly_once(tmp_path: Path) -> No
         url = live.runtime.settings.database_url
         live.control("stripe", duplicate_rate=1.0)
         me = httpx.get(f"{live.url}/api/v1/me", headers=live.auth).json()["id"]
-        sdk = stripe.StripeClient(SANDBOX_API_KEYS["stripe"], base_addresses={"api": f"{live.url}/sandbox/stripe"})
-        session = sdk.v1.checkout.sessions.create(params={
-            "mode": "payment", "line_items": [{"price": "price_credits_500", "quantity": 1}],
-            "success_url": "https://app.example.com/ok", "client_reference_id": me,
-            "metadata": {"credits": "500"},
-        })
-        assert httpx.post(session.url or "", data={"card_number": "4242424242424242"}).status_code == 303
+        sdk = stripe.StripeClient(
+            SANDBOX_API_KEYS["stripe"], base_addresses={"api": f"{live.url}/sandbox/stripe"}
+        )
+        session = sdk.v1.checkout.sessions.create(
+            params={
+                "mode": "payment",
+                "line_items": [{"price": "price_credits_500", "quantity": 1}],
+                "success_url": "https://app.example.com/ok",
+                "client_reference_id": me,
+                "metadata": {"credits": "500"},
+            }
+        )
+        assert (
+            httpx.post(session.url or "", data={"card_number": "4242424242424242"}).status_code
+            == 303
+        )
 
         async def credits(s: AsyncSession) -> tuple[int, int]:
-            rows = int(await s.scalar(select(func.count()).select_from(CreditEntry).where(CreditEntry.user_id == me)) or 0)
-            total = int(await s.scalar(select(func.sum(CreditEntry.delta)).where(CreditEntry.user_id == me)) or 0)
+            rows = int(
+                await s.scalar(
+                    select(func.count()).select_from(CreditEntry).where(CreditEntry.user_id == me)
+                )
+                or 0
+            )
+            total = int(
+                await s.scalar(select(func.sum(CreditEntry.delta)).where(CreditEntry.user_id == me))
+                or 0
+            )
             return rows, total
 
         wait(lambda: in_db(url, credits) == (1, 500))
