@@ -11,8 +11,10 @@ from roleferry import __version__
 from roleferry.api import health
 from roleferry.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from roleferry.config import Settings
+from roleferry.enrichment import routes as enrichment_routes
 from roleferry.errors import install_error_handlers
 from roleferry.monitoring import routes as monitoring_routes
+from roleferry.notifications import routes as notification_routes
 from roleferry.runtime import Runtime
 from roleferry.sandbox.app import Sandbox, build_sandbox_app
 from roleferry.search import routes as search_routes
@@ -56,7 +58,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_body_bytes,
-        limits={"/webhooks/": settings.webhook_max_body_bytes},
+        limits={
+            "/webhooks/": settings.webhook_max_body_bytes,
+            "/api/v1/enrichment-jobs": enrichment_routes.MAX_UPLOAD_BYTES,
+        },
         on_refused=count_refused_webhook,
     )
     app.add_middleware(RequestContextMiddleware)
@@ -65,6 +70,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(search_routes.router)
     app.include_router(monitoring_routes.router)
     app.include_router(webhook_routes.router)
+    app.include_router(enrichment_routes.router)
+    app.include_router(notification_routes.router)
     app.include_router(webhook_routes.admin)
     app.include_router(web_routes.router)
     if settings.bench_routes:

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         False, description="Mount POST /_bench/bare, a ceiling for benchmarks."
     )
 
+    callback_allow_loopback: bool | None = Field(
+        None, description="Allow callbacks to loopback addresses; default: yes in development."
+    )
     dbos_poll_s: float = Field(
         0.5, gt=0, description="How often DBOS looks for messages and events (and stops)."
     )
@@ -146,6 +149,12 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("ROLEFERRY_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _callbacks_default(self) -> Settings:
+        if self.callback_allow_loopback is None:
+            object.__setattr__(self, "callback_allow_loopback", self.env == "development")
+        return self
 
     @model_validator(mode="after")
     def _no_sandbox_in_production(self) -> Settings:

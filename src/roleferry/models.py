@@ -1,6 +1,8 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from roleferry.db import Base
+from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
+from roleferry.notifications.models import CallbackSecret, Notification
 from roleferry.outreach.models import OutreachMessage, Suppression
 from roleferry.payments.models import CreditEntry, Payment
 from roleferry.search.cache import CacheEntry
@@ -11,7 +13,11 @@ __all__ = [
     "ApiKey",
     "Base",
     "CacheEntry",
+    "CallbackSecret",
     "CreditEntry",
+    "EnrichmentItem",
+    "EnrichmentJob",
+    "Notification",
     "OutreachMessage",
     "Payment",
     "Suppression",

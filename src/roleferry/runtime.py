@@ -4,6 +4,8 @@ that keeps it the only process. Built by the CLI (or a test), started by the app
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -36,6 +38,7 @@ class Runtime:
         self.inbox: InboxProcessor | None = None
         self.inbox_writer: InboxWriter | None = None
         self.dbos_launched = False
+        self.clock: Callable[[], float] = time.time
 
     @property
     def public_url(self) -> str:
@@ -67,6 +70,10 @@ class Runtime:
         self.inbox.start()
         if launch_dbos:
             self._launch_dbos()
+            from roleferry.enrichment import workflows
+
+            workflows.bind(self)
+            await workflows.register_queue()
         for provider in Provider:
             mode = "live" if self.settings.is_live(provider) else "sandbox"
             log.info(

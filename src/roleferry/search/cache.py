@@ -47,7 +47,14 @@ async def get(session: AsyncSession, user_id: str, kind: str, key: str) -> dict[
 
 
 async def put(
-    session: AsyncSession, user_id: str, kind: str, key: str, value: dict[str, Any], ttl_s: int
+    session: AsyncSession,
+    user_id: str,
+    kind: str,
+    key: str,
+    value: dict[str, Any],
+    ttl_s: int,
+    *,
+    commit: bool = True,
 ) -> None:
     if ttl_s <= 0:
         return
@@ -65,4 +72,5 @@ async def put(
             expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s),
         )
     )
-    await session.commit()
+    if commit:
+        await session.commit()

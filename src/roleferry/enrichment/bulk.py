@@ -1,0 +1,336 @@
+"""One chunk of a bulk job: the waterfall applied to many contacts at once, inside the bulk
+share of each provider's budget, saving every contact's answer as it is known.
+
+- Duplicates within the job, and people this user enriched recently (the search cache),
+  cost no provider call: one item asks, the others copy its answer.
+- Providers are asked in waterfall order, each for all the chunk's contacts still without a
+  verified or likely email, in the batches they allow (Apollo bulk_match: 10 per call).
+  Which providers have answered is saved per item, so a retry never asks one twice.
+- A spent budget ends the chunk with the wait until there is room (the workflow sleeps it,
+  durably); a transient failure leaves the contact pending with exponential backoff, until
+  24 hours after the job started, when it is `failed` with the reason. A contact every
+  provider answered without an email is `not_found` at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roleferry.db import Database
+from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
+from roleferry.providers.base import EmailFinder
+from roleferry.providers.errors import (
+    AuthFailed,
+    BudgetExhausted,
+    InvalidRequest,
+    ProviderError,
+    QuotaExhausted,
+)
+from roleferry.providers.models import Contact, PersonQuery
+from roleferry.resilience.deadline import Deadline
+from roleferry.resilience.ratelimit import Priority
+from roleferry.search import cache
+
+CHUNK = 50
+CAP_S = 24 * 3600.0
+BACKOFF_BASE_S = 30.0
+BACKOFF_MAX_S = 3600.0
+CALL_DEADLINE_S = 30.0
+SUFFICIENT = ("verified", "likely")
+DEFINITIVE = (AuthFailed, QuotaExhausted, InvalidRequest)
+
+
+@dataclass
+class ChunkResult:
+    done: int = 0
+    remaining: int = 0
+    wait_s: float = 0.0
+    cancelled: bool = False
+
+
+@dataclass
+class _Work:
+    item: EnrichmentItem
+    query: PersonQuery
+    best: Contact | None = None
+    tried: set[str] = field(default_factory=set)
+    transient: str | None = None
+
+
+def person_key(item: EnrichmentItem) -> str:
+    return f"{item.first_name.strip().lower()}|{item.last_name.strip().lower()}|{item.domain}"
+
+
+def _backoff(attempts: int) -> float:
+    return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
+
+
+class BulkEnricher:
+    """Reads a chunk in a short transaction, asks providers with no transaction open (on
+    SQLite a write transaction would block every other writer for the calls' duration), then
+    saves every answer in one short write transaction."""
+
+    def __init__(
+        self,
+        database: Database,
+        order: list[str],
+        finders: dict[str, EmailFinder],
+        cache_ttl_s: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.database = database
+        self.order = order
+        self.finders = finders
+        self.cache_ttl_s = cache_ttl_s
+        self.clock = clock
+
+    async def run(self, job_id: str) -> ChunkResult:
+        now = self.clock()
+        async with self.database.session() as session:
+            job = await session.get(EnrichmentJob, job_id)
+            if job is None or job.status == "cancelled":
+                return ChunkResult(cancelled=True)
+            if job.started_at is not None and now - job.started_at > CAP_S:
+                await self._give_up(job_id)
+                return ChunkResult()
+            items = list(
+                await session.scalars(
+                    select(EnrichmentItem)
+                    .where(
+                        EnrichmentItem.job_id == job_id,
+                        EnrichmentItem.status == "pending",
+                        EnrichmentItem.next_attempt_at <= now,
+                    )
+                    .order_by(EnrichmentItem.id)
+                    .limit(CHUNK)
+                )
+            )
+            work, cached = await self._plan(session, job, items)
+            await session.commit()
+        wait = await self._providers(work)
+        saves: list[tuple[str, dict[str, object]]] = []
+        for w in work:
+            saved = self._conclude(w, now)
+            if saved is not None:
+                saves.append(saved)
+        for item in items:
+            if item.duplicate_of is not None and item.status == "pending":
+                leader = next((i for i in items if i.id == item.duplicate_of), None)
+                if leader is not None and leader.status != "pending":
+                    _copy(item, leader)
+        async with self.database.write_session() as session:
+            for item in items:
+                await session.merge(item)
+            for key, value in saves:
+                await cache.put(
+                    session, job.user_id, "enrich", key, value, self.cache_ttl_s, commit=False
+                )
+            del cached
+            pending = EnrichmentItem.job_id == job_id, EnrichmentItem.status == "pending"
+            remaining = int(
+                await session.scalar(
+                    select(func.count()).select_from(EnrichmentItem).where(*pending)
+                )
+                or 0
+            )
+            due = await session.scalar(
+                select(func.min(EnrichmentItem.next_attempt_at)).where(*pending)
+            )
+        result = ChunkResult(
+            done=sum(1 for i in items if i.status != "pending"), remaining=remaining, wait_s=wait
+        )
+        if remaining and not wait:
+            result.wait_s = max(0.0, float(due or now) - self.clock())
+        return result
+
+    async def _plan(
+        self, session: AsyncSession, job: EnrichmentJob, items: list[EnrichmentItem]
+    ) -> tuple[list[_Work], int]:
+        """Answers duplicates and recent look-ups from what is known; returns what to ask."""
+        leaders: dict[str, EnrichmentItem] = {}
+        work: list[_Work] = []
+        cached = 0
+        for item in items:
+            key = person_key(item)
+            earlier = await self._answered(session, job.id, key)
+            if earlier is not None:
+                _copy(item, earlier)
+                continue
+            if key in leaders:
+                item.duplicate_of = leaders[key].id
+                continue
+            leaders[key] = item
+            hit = await cache.get(session, job.user_id, "enrich", _cache_key(item))
+            if hit is not None and hit.get("email"):
+                _settle(
+                    item,
+                    "found",
+                    hit["email"],
+                    hit.get("source"),
+                    hit.get("confidence"),
+                    hit.get("status"),
+                    "enriched recently (cached)",
+                )
+                cached += 1
+                continue
+            query = PersonQuery(
+                first_name=item.first_name,
+                last_name=item.last_name,
+                domain=item.domain,
+                linkedin_url=item.linkedin_url,
+            )
+            work.append(_Work(item, query, tried={t for t in item.tried.split(",") if t}))
+        return work, cached
+
+    async def _providers(self, work: list[_Work]) -> float:
+        for name in self.order:
+            asking = [w for w in work if name not in w.tried and not _sufficient(w.best)]
+            if asking:
+                wait = await self._ask(name, asking)
+                if wait:
+                    return wait
+        return 0.0
+
+    async def _ask(self, name: str, asking: list[_Work]) -> float:
+        finder = self.finders[name]
+        for start in range(0, len(asking), finder.batch_size):
+            batch = asking[start : start + finder.batch_size]
+            try:
+                found = await finder.find_emails(
+                    [w.query for w in batch],
+                    deadline=Deadline(CALL_DEADLINE_S),
+                    priority=Priority.BULK,
+                )
+            except BudgetExhausted as exc:
+                return exc.retry_in
+            except ProviderError as exc:
+                for w in batch:
+                    if isinstance(exc, DEFINITIVE):
+                        w.tried.add(name)
+                    else:
+                        w.transient = f"{name}: {exc.kind}"
+                    w.item.provider_calls += 1
+                continue
+            for w, contact in zip(batch, found, strict=True):
+                w.tried.add(name)
+                w.item.provider_calls += 1
+                if contact is None or not contact.email:
+                    continue
+                if w.best is None or _rank(contact) > _rank(w.best):
+                    w.best = contact
+        return 0.0
+
+    def _conclude(self, w: _Work, now: float) -> tuple[str, dict[str, object]] | None:
+        """Settles one contact from its answers; returns what to cache when found."""
+        item = w.item
+        item.tried = ",".join(sorted(w.tried))
+        best = w.best
+        if _sufficient(best):
+            assert best is not None
+            source = best.sources.get("email")
+            _settle(
+                item, "found", best.email, source, best.email_confidence, best.email_status, None
+            )
+            return _cache_key(item), {
+                "email": best.email,
+                "source": source,
+                "confidence": best.email_confidence,
+                "status": best.email_status,
+            }
+        if set(self.order) <= w.tried:
+            guess = (
+                f"; only a low-confidence guess: {best.email} ({best.email_confidence})"
+                if best
+                else ""
+            )
+            _settle(
+                item, "not_found", None, None, None, None, f"no provider knows this person{guess}"
+            )
+            return None
+        item.attempts += 1
+        item.reason = w.transient or "waiting for provider budget"
+        if w.transient:
+            item.next_attempt_at = now + _backoff(item.attempts)
+        return None
+
+    async def _answered(
+        self, session: AsyncSession, job_id: str, key: str
+    ) -> EnrichmentItem | None:
+        first, last, domain = key.split("|")
+        return await session.scalar(
+            select(EnrichmentItem)
+            .where(
+                EnrichmentItem.job_id == job_id,
+                EnrichmentItem.status != "pending",
+                EnrichmentItem.duplicate_of.is_(None),
+                EnrichmentItem.domain == domain,
+                func.lower(EnrichmentItem.first_name) == first,
+                func.lower(EnrichmentItem.last_name) == last,
+            )
+            .limit(1)
+        )
+
+    async def _give_up(self, job_id: str) -> None:
+        async with self.database.write_session() as session:
+            await session.execute(
+                update(EnrichmentItem)
+                .where(EnrichmentItem.job_id == job_id, EnrichmentItem.status == "pending")
+                .values(
+                    status="failed",
+                    reason=func.coalesce(EnrichmentItem.reason, "no answer")
+                    + " (gave up 24 hours after the job started)",
+                )
+            )
+
+
+def _cache_key(item: EnrichmentItem) -> str:
+    return cache.cache_key(
+        {
+            "first_name": item.first_name.strip().lower(),
+            "last_name": item.last_name.strip().lower(),
+            "domain": item.domain,
+        }
+    )
+
+
+def _rank(contact: Contact) -> int:
+    return {"verified": 3, "likely": 2, "guessed": 1}.get(contact.email_status or "", 0)
+
+
+def _sufficient(contact: Contact | None) -> bool:
+    return contact is not None and bool(contact.email) and contact.email_status in SUFFICIENT
+
+
+def _settle(
+    item: EnrichmentItem,
+    status: str,
+    email: str | None,
+    source: str | None,
+    confidence: int | None,
+    email_status: str | None,
+    reason: str | None,
+) -> None:
+    item.status = status
+    item.email = email
+    item.source = source
+    item.confidence = confidence
+    item.email_status = email_status
+    item.reason = reason
+
+
+def _copy(item: EnrichmentItem, leader: EnrichmentItem) -> None:
+    _settle(
+        item,
+        leader.status,
+        leader.email,
+        leader.source,
+        leader.confidence,
+        leader.email_status,
+        f"duplicate of line {leader.line}",
+    )
+    item.duplicate_of = leader.id
