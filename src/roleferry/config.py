@@ -96,6 +96,9 @@ class Settings(BaseSettings):
         False, description="Mount POST /_bench/bare, a ceiling for benchmarks."
     )
 
+    enrichment_backoff_s: float = Field(
+        30.0, gt=0, description="First retry of a contact after a transient failure; doubles."
+    )
     callback_allow_loopback: bool | None = Field(
         None, description="Allow callbacks to loopback addresses; default: yes in development."
     )

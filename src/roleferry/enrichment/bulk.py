@@ -66,8 +66,8 @@ def person_key(item: EnrichmentItem) -> str:
     return f"{item.first_name.strip().lower()}|{item.last_name.strip().lower()}|{item.domain}"
 
 
-def _backoff(attempts: int) -> float:
-    return float(min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1)))
+def _backoff(attempts: int, base_s: float) -> float:
+    return float(min(BACKOFF_MAX_S, base_s * 2 ** max(0, attempts - 1)))
 
 
 class BulkEnricher:
@@ -82,7 +82,9 @@ class BulkEnricher:
         finders: dict[str, EmailFinder],
         cache_ttl_s: int,
         clock: Callable[[], float] = time.time,
+        backoff_s: float = BACKOFF_BASE_S,
     ) -> None:
+        self.backoff_s = backoff_s
         self.database = database
         self.order = order
         self.finders = finders
@@ -166,15 +168,16 @@ class BulkEnricher:
                 continue
             leaders[key] = item
             hit = await cache.get(session, job.user_id, "enrich", _cache_key(item))
-            if hit is not None and hit.get("email"):
+            if hit is not None:
+                found = "found" if hit.get("email") else "not_found"
                 _settle(
                     item,
-                    "found",
-                    hit["email"],
+                    found,
+                    hit.get("email"),
                     hit.get("source"),
                     hit.get("confidence"),
                     hit.get("status"),
-                    "enriched recently (cached)",
+                    f"{found.replace('_', ' ')} recently (cached)",
                 )
                 cached += 1
                 continue
@@ -251,11 +254,16 @@ class BulkEnricher:
             _settle(
                 item, "not_found", None, None, None, None, f"no provider knows this person{guess}"
             )
-            return None
+            return _cache_key(item), {
+                "email": None,
+                "source": None,
+                "confidence": None,
+                "status": None,
+            }
         item.attempts += 1
         item.reason = w.transient or "waiting for provider budget"
         if w.transient:
-            item.next_attempt_at = now + _backoff(item.attempts)
+            item.next_attempt_at = now + _backoff(item.attempts, self.backoff_s)
         return None
 
     async def _answered(

@@ -63,6 +63,7 @@ async def chunk_step(job_id: str) -> dict[str, Any]:
         providers.email_finders,
         runtime.settings.search_cache_ttl_s,
         runtime.clock,
+        runtime.settings.enrichment_backoff_s,
     )
     result = await enricher.run(job_id)
     return {"remaining": result.remaining, "wait_s": result.wait_s, "cancelled": result.cancelled}
