@@ -89,18 +89,18 @@ async def test_faults_map_to_typed_errors(
 async def test_apollo_429_is_rate_limited_with_retry_after(
     providers: Providers, sb: SandboxServer
 ) -> None:
-    sb.control("apollo", rate_limit={"limit": 2, "period_s": 30})
+    sb.control("apollo", rate_limit={"limit": 2, "period_s": 1800})
     await search(providers, "apollo")
     with pytest.raises(errors.RateLimited) as raised:
         await search(providers, "apollo")
     assert raised.value.retry_after is not None
-    assert 0 < raised.value.retry_after <= 30
+    assert 0 < raised.value.retry_after <= 1800
 
 
 async def test_hunter_403_is_a_rate_limit_and_429_an_exhausted_quota(
     providers: Providers, sb: SandboxServer
 ) -> None:
-    sb.control("hunter", rate_limit={"limit": 1, "period_s": 30})
+    sb.control("hunter", rate_limit={"limit": 1, "period_s": 3600})
     await search(providers, "hunter")
     with pytest.raises(errors.RateLimited) as limited:
         await search(providers, "hunter")
@@ -148,3 +148,14 @@ def test_placeholders_are_not_addresses() -> None:
     assert real_email("") is None
     assert real_email(None) is None
     assert real_email("nope") is None
+
+
+async def test_apollos_own_count_keeps_us_under_its_limit(
+    providers: Providers, sb: SandboxServer
+) -> None:
+    """Apollo says its hourly limit is 2: our budget adopts it, so the third call is never sent."""
+    sb.control("apollo", rate_limit={"limit": 2, "period_s": 3600})
+    await search(providers, "apollo")
+    with pytest.raises(errors.BudgetExhausted):
+        await search(providers, "apollo")
+    assert "429" not in {s for by in sb.stats()["providers"]["apollo"].values() for s in by}

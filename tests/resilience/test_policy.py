@@ -56,14 +56,14 @@ async def test_a_429_retry_after_is_honoured(providers: Providers, sb: SandboxSe
 async def test_no_retry_that_cannot_finish_before_the_deadline(
     providers: Providers, sb: SandboxServer
 ) -> None:
-    sb.control("apollo", rate_limit={"limit": 1, "period_s": 30})
+    sb.control("apollo", rate_limit={"limit": 1, "period_s": 1800})
     with pytest.raises(errors.RateLimited):
         await search(providers)
     started = time.monotonic()
     await providers.store.clear()
     with pytest.raises(errors.RateLimited):
         await search(providers, seconds=2)
-    assert time.monotonic() - started < 0.5, "a 30 s Retry-After does not fit a 2 s deadline"
+    assert time.monotonic() - started < 0.5, "a long Retry-After does not fit a 2 s deadline"
 
 
 async def test_a_hanging_provider_costs_no_more_than_the_deadline(

@@ -61,8 +61,14 @@ async def test_every_window_must_have_room() -> None:
 async def test_a_429_and_the_providers_count_tighten_the_budget() -> None:
     clock = Clock()
     limiter = RateLimiter("x", MemoryStore(), [Window(100, 3600)], clock=clock)
-    await limiter.observe_remaining(10, 3600)
-    assert await limiter.remaining() == 10
+    await limiter.observe_remaining(100, 10, 3600)
+    assert await limiter.remaining() == 10, "another client used 90 of the account's 100"
+    lower = RateLimiter("y", MemoryStore(), [Window(100, 3600)], clock=clock)
+    await lower.observe_remaining(20, 15, 3600)
+    assert await lower.remaining() == 15, "the provider's lower limit rules"
+    assert await lower.remaining(Priority.BULK) == 11, (
+        "bulk gets 80% of the provider's 20, less 5 used"
+    )
     await limiter.penalize(30)
     grant = await limiter.try_acquire(Priority.INTERACTIVE)
     assert not grant.granted

@@ -86,7 +86,7 @@ def test_bearer_is_refused_and_bad_input_is_400(sb: SandboxServer) -> None:
 
 
 def test_rate_limit_is_429_with_retry_after(sb: SandboxServer) -> None:
-    sb.control("clay", rate_limit={"limit": 1, "period_s": 30})
+    sb.control("clay", rate_limit={"limit": 1, "period_s": 3600})
     body = {"source_type": "people", "filters": {"company_domains": ["a.io"]}}
     assert search(sb, body).status_code == 200
     limited = search(sb, body)

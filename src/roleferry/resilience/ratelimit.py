@@ -82,7 +82,7 @@ class RateLimiter:
             wait = 0.0
             remaining = math.inf
             for window in self.windows:
-                cap = self.cap(window, priority)
+                cap = self.cap(s, window, priority)
                 recent = [t for t in s["calls"] if t > now - window.period_s]
                 over = len(recent) + cost - cap
                 if over > 0:
@@ -90,7 +90,7 @@ class RateLimiter:
                         wait = max(wait, window.period_s)
                     else:
                         wait = max(wait, recent[over - 1] + window.period_s - now)
-                remaining = min(remaining, window.limit - len(recent))
+                remaining = min(remaining, self._limit(s, window) - len(recent))
             if wait > 0:
                 return s, Grant(False, wait, int(max(0, remaining)))
             s["calls"].extend([now] * cost)
@@ -110,9 +110,10 @@ class RateLimiter:
 
         await self.store.update(self.key, step, self._ttl)
 
-    async def observe_remaining(self, remaining: int, period_s: float) -> None:
-        """The provider says `remaining` calls are left in its window of `period_s`: if it
-        counted more calls than we did (another client on the same account), count them too."""
+    async def observe_remaining(self, limit: int, remaining: int, period_s: float) -> None:
+        """The provider says `remaining` of its `limit` calls are left in its window of
+        `period_s`. If it counted more calls than we did (another client on the same account),
+        count them too; if its limit is lower than ours, the room left is what it says."""
         now = self.clock()
         window = next((w for w in self.windows if abs(w.period_s - period_s) < 1e-6), None)
         if window is None:
@@ -121,8 +122,9 @@ class RateLimiter:
         def step(raw: State | None) -> tuple[State, None]:
             s = raw or {"calls": [], "blocked_until": 0.0}
             self._prune(s, now)
+            s.setdefault("limits", {})[_key(window)] = limit
             ours = sum(1 for t in s["calls"] if t > now - window.period_s)
-            missing = (window.limit - remaining) - ours
+            missing = (self._limit(s, window) - remaining) - ours
             if missing > 0:
                 s["calls"].extend([now] * missing)
                 s["calls"].sort()
@@ -130,10 +132,16 @@ class RateLimiter:
 
         await self.store.update(self.key, step, self._ttl)
 
-    def cap(self, window: Window, priority: Priority) -> int:
+    @staticmethod
+    def _limit(s: State, window: Window) -> int:
+        """Ours, or the provider's own when it told us a lower one."""
+        return min(window.limit, int(s.get("limits", {}).get(_key(window), window.limit)))
+
+    def cap(self, s: State, window: Window, priority: Priority) -> int:
+        limit = self._limit(s, window)
         if priority is Priority.INTERACTIVE:
-            return window.limit
-        return max(1, math.floor(window.limit * self.bulk_share))
+            return limit
+        return max(1, math.floor(limit * self.bulk_share))
 
     async def remaining(self, priority: Priority = Priority.INTERACTIVE) -> int:
         """Calls this priority may still make now in the tightest window."""
@@ -144,7 +152,11 @@ class RateLimiter:
         return max(
             0,
             min(
-                self.cap(w, priority) - sum(1 for t in s["calls"] if t > now - w.period_s)
+                self.cap(s, w, priority) - sum(1 for t in s["calls"] if t > now - w.period_s)
                 for w in self.windows
             ),
         )
+
+
+def _key(window: Window) -> str:
+    return f"{window.period_s:g}"

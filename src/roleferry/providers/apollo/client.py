@@ -49,8 +49,9 @@ class ApolloClient:
     async def _observe_budget(self, response: httpx.Response) -> None:
         for window, period in _WINDOWS.items():
             left = response.headers.get(f"x-{window}-requests-left")
-            if left is not None and left.isdigit():
-                await self.policy.limiter.observe_remaining(int(left), period)
+            limit = response.headers.get(f"x-rate-limit-{window}")
+            if left and limit and left.isdigit() and limit.isdigit():
+                await self.policy.limiter.observe_remaining(int(limit), int(left), period)
 
     async def search_people(
         self, domain: str, titles: list[str], limit: int, *, deadline: Deadline, priority: Priority
