@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,48 @@ def test_search_prints_a_table(
     bad = run(["search", "not a domain", "--title", "VP", "--server", url], env, tmp_path)
     assert bad.returncode == 1
     assert "bare domain" in bad.stderr
+
+
+def test_enrich_follows_a_job_and_resumes_it_after_ctrl_c(
+    server: tuple[str, subprocess.Popen[str]], env: dict[str, str], tmp_path: Path
+) -> None:
+    import signal
+
+    from roleferry.sandbox.world import World
+
+    url, _ = server
+    people = [p for c in World(7).companies[900:940] for p in c.people][:60]
+    source = tmp_path / "contacts.csv"
+    source.write_text(
+        "first_name,last_name,domain\n"
+        + "".join(f"{p.first_name},{p.last_name},{p.company_domain}\n" for p in people)
+        + ",broken,\n"
+    )
+    httpx.put(f"{url}/sandbox/_control/clay", json={"latency_ms": 200}).raise_for_status()
+    follower = subprocess.Popen(
+        [*ROLEFERRY, "enrich", str(source), "--server", url],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    follower.send_signal(signal.SIGINT)
+    out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 130, err
+    assert "the job goes on" in out
+    first_job = next(
+        line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("job ")
+    )
+    assert "line 62: first_name is required" in err
+    httpx.put(f"{url}/sandbox/_control/clay", json={"latency_ms": 0}).raise_for_status()
+    result = run(
+        ["enrich", str(source), "--server", url, "-o", str(tmp_path / "out.csv")], env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"job {first_job}:" in result.stdout, "the same file resumes the same job"
+    rows = (tmp_path / "out.csv").read_text().splitlines()
+    assert len(rows) == 61
+    assert rows[0].startswith("line,first_name")
+    assert sum(1 for r in rows[1:] if "@" in r) > 30

@@ -279,5 +279,103 @@ def search(
     console.print(f"[dim]{'cached' if body['cached'] else tried}[/dim]")
 
 
+@app.command()
+def enrich(
+    csv_file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="first_name,last_name,domain[,title,linkedin_url]"
+        ),
+    ],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Where to write the results CSV.")
+    ] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="Also POST the summary here when done.")
+    ] = None,
+    server: Annotated[str, typer.Option(envvar="ROLEFERRY_SERVER", help="A running roleferry.")] = (
+        "http://127.0.0.1:8000"
+    ),
+    api_key: Annotated[
+        str | None, typer.Option(envvar="ROLEFERRY_API_KEY", help="Your API key.")
+    ] = None,
+) -> None:
+    """Enrich a CSV of contacts through a running server, with a progress bar. Ctrl-C is
+    safe: the job goes on, and the same command with the same file follows it again."""
+    import hashlib
+    import time
+
+    import httpx
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    key = _client_key(api_key)
+    data = csv_file.read_bytes()
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Idempotency-Key": "cli-"
+        + hashlib.sha256(data + (callback_url or "").encode()).hexdigest(),
+    }
+    base = f"{server.rstrip('/')}/api/v1/enrichment-jobs"
+    target = output or csv_file.with_name(csv_file.stem + ".enriched.csv")
+    try:
+        with httpx.Client(timeout=60) as client:
+            response = client.post(
+                base,
+                headers=headers,
+                files={"file": (csv_file.name, data, "text/csv")},
+                data={"callback_url": callback_url} if callback_url else None,
+            )
+            body = response.json()
+            if response.status_code != 202:
+                _fail(body.get("error", {}).get("message", response.text))
+            job_id = body["id"]
+            for row in body["rejected"]:
+                typer.secho(
+                    f"line {row['line']}: {row['field']} {row['reason']}",
+                    err=True,
+                    fg=typer.colors.YELLOW,
+                )
+            typer.echo(f"job {job_id}: {body['total']} contacts")
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("found {task.fields[found]}"),
+                TextColumn("{task.fields[rate]}/s"),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns) as progress:
+                task = progress.add_task("enriching", total=body["total"], found=0, rate="0.0")
+                started = time.monotonic()
+                while True:
+                    job = client.get(f"{base}/{job_id}", headers=headers).json()
+                    rate = job["done"] / max(0.1, time.monotonic() - started)
+                    progress.update(
+                        task, completed=job["done"], found=job["found"], rate=f"{rate:.1f}"
+                    )
+                    if job["status"] in ("succeeded", "partially_succeeded", "failed", "cancelled"):
+                        break
+                    time.sleep(0.5)
+            results = client.get(
+                f"{base}/{job_id}/results", headers={**headers, "Accept": "text/csv"}
+            )
+            target.write_text(results.text)
+    except httpx.TransportError:
+        _fail(f"cannot reach {server}: is `roleferry serve` running?")
+    except KeyboardInterrupt:
+        typer.echo("\nstopped following; the job goes on. Run the same command to follow it again.")
+        raise typer.Exit(130) from None
+    typer.echo(
+        f"{job['status']}: {job['found']} found, {job['not_found']} not found, "
+        f"{job['failed']} failed; results in {target}"
+    )
+
+
 def main() -> None:
     app()
