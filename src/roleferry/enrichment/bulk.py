@@ -36,7 +36,7 @@ from roleferry.resilience.deadline import Deadline
 from roleferry.resilience.ratelimit import Priority
 from roleferry.search import cache
 
-CHUNK = 50
+CHUNK = 200
 CAP_S = 24 * 3600.0
 BACKOFF_BASE_S = 30.0
 BACKOFF_MAX_S = 3600.0
@@ -114,7 +114,7 @@ class BulkEnricher:
             )
             work, cached = await self._plan(session, job, items)
             await session.commit()
-        wait = await self._providers(work)
+        wait, answered = await self._providers(work)
         saves: list[tuple[str, dict[str, object]]] = []
         for w in work:
             saved = self._conclude(w, now)
@@ -143,8 +143,9 @@ class BulkEnricher:
             due = await session.scalar(
                 select(func.min(EnrichmentItem.next_attempt_at)).where(*pending)
             )
+        done = sum(1 for i in items if i.status != "pending")
         result = ChunkResult(
-            done=sum(1 for i in items if i.status != "pending"), remaining=remaining, wait_s=wait
+            done=done, remaining=remaining, wait_s=0.0 if answered or done else wait
         )
         if remaining and not wait:
             result.wait_s = max(0.0, float(due or now) - self.clock())
@@ -190,14 +191,30 @@ class BulkEnricher:
             work.append(_Work(item, query, tried={t for t in item.tried.split(",") if t}))
         return work, cached
 
-    async def _providers(self, work: list[_Work]) -> float:
-        for name in self.order:
-            asking = [w for w in work if name not in w.tried and not _sufficient(w.best)]
-            if asking:
-                wait = await self._ask(name, asking)
-                if wait:
-                    return wait
-        return 0.0
+    async def _providers(self, work: list[_Work]) -> tuple[float, bool]:
+        """Asks each provider for the contacts whose earlier providers have all answered
+        without a sufficient email. A provider whose budget is spent is skipped for this
+        chunk while the others go on. Returns the shortest wait for a spent budget, and
+        whether any provider answered."""
+        waits: list[float] = []
+        answered = False
+        for index, name in enumerate(self.order):
+            before = self.order[:index]
+            asking = [
+                w
+                for w in work
+                if name not in w.tried
+                and not _sufficient(w.best)
+                and all(b in w.tried for b in before)
+            ]
+            if not asking:
+                continue
+            tried_before = sum(len(w.tried) for w in asking)
+            wait = await self._ask(name, asking)
+            answered = answered or sum(len(w.tried) for w in asking) > tried_before
+            if wait:
+                waits.append(wait)
+        return (min(waits) if waits else 0.0), answered
 
     async def _ask(self, name: str, asking: list[_Work]) -> float:
         finder = self.finders[name]
