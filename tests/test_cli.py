@@ -200,3 +200,26 @@ def test_enrich_follows_a_job_and_resumes_it_after_ctrl_c(
     assert len(rows) == 61
     assert rows[0].startswith("line,first_name")
     assert sum(1 for r in rows[1:] if "@" in r) > 30
+
+
+@pytest.mark.postgres
+def test_worker_runs_durable_work_on_postgres_and_stops_cleanly(
+    env: dict[str, str], tmp_path: Path, postgres_url: str
+) -> None:
+    import signal
+
+    proc = subprocess.Popen(
+        [*ROLEFERRY, "worker"],
+        env={**env, "ROLEFERRY_DATABASE_URL": postgres_url},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "worker started" in proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0

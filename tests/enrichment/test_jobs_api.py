@@ -229,18 +229,21 @@ def test_server_sent_events_report_progress_then_done(live: LiveServer) -> None:
 
 class Catcher(http.server.BaseHTTPRequestHandler):
     received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+    failures: ClassVar[list[int]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["content-length"]))
         Catcher.received.append((dict(self.headers), body))
-        self.send_response(204)
+        self.send_response(Catcher.failures.pop(0) if Catcher.failures else 204)
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:
         return
 
 
-def test_callback_is_signed_per_standard_webhooks(live: LiveServer) -> None:
+def test_callback_is_signed_per_standard_webhooks_and_retried(live: LiveServer) -> None:
+    Catcher.received.clear()
+    Catcher.failures[:] = [503]
     catcher = http.server.HTTPServer(("127.0.0.1", 0), Catcher)
     threading.Thread(target=catcher.serve_forever, daemon=True).start()
     try:
@@ -249,9 +252,11 @@ def test_callback_is_signed_per_standard_webhooks(live: LiveServer) -> None:
             "id"
         ]
         wait_done(live, job_id)
-        deadline = time.monotonic() + 10
-        while not Catcher.received and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        while len(Catcher.received) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert len(Catcher.received) == 2, "the first delivery failed (503) and was retried"
+        assert Catcher.received[0][0]["webhook-id"] == Catcher.received[1][0]["webhook-id"]
         headers, body = Catcher.received[-1]
         secret = httpx.get(f"{live.url}/api/v1/account/webhook-secret", headers=live.auth).json()[
             "secret"
