@@ -53,16 +53,7 @@ class Contact(BaseModel):
 
     def merge(self, other: Contact) -> None:
         """Fills what this contact lacks from another view of the same person."""
-        for field in (
-            "first_name",
-            "last_name",
-            "full_name",
-            "title",
-            "seniority",
-            "department",
-            "linkedin_url",
-            "company_name",
-        ):
+        for field in PERSON_FIELDS:
             if getattr(self, field) is None and getattr(other, field) is not None:
                 setattr(self, field, getattr(other, field))
                 self.sources[field] = other.sources.get(field, "")
@@ -74,6 +65,16 @@ class Contact(BaseModel):
         self.provider_ids.update(other.provider_ids)
 
 
+PERSON_FIELDS = (
+    "first_name",
+    "last_name",
+    "full_name",
+    "title",
+    "seniority",
+    "department",
+    "linkedin_url",
+    "company_name",
+)
 _RANK = {"verified": 3, "likely": 2, "guessed": 1, "unknown": 0, None: 0}
 
 
@@ -84,19 +85,7 @@ def _better(candidate: Contact, current: Contact) -> bool:
 def sourced(contact: Contact, provider: str) -> Contact:
     """Marks every field a provider filled as coming from it."""
     contact.sources = {
-        name: provider
-        for name in (
-            "first_name",
-            "last_name",
-            "full_name",
-            "title",
-            "seniority",
-            "department",
-            "linkedin_url",
-            "email",
-            "company_name",
-        )
-        if getattr(contact, name) is not None
+        name: provider for name in (*PERSON_FIELDS, "email") if getattr(contact, name) is not None
     }
     return contact
 

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from roleferry.sandbox.common import ProviderHTTPError, json_object, json_response, sandbox_of
+from roleferry.webhooks.inbox import SENDGRID_TYPES
 
 MAX_RECIPIENTS = 1000
 MAX_CUSTOM_ARGS_BYTES = 10_000
@@ -32,19 +33,7 @@ MAX_SEND_AHEAD_S = 72 * 3600
 BATCH_MAX_BYTES = 768 * 1024
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
-EVENT_TYPES = (
-    "processed",
-    "dropped",
-    "delivered",
-    "deferred",
-    "bounce",
-    "open",
-    "click",
-    "spamreport",
-    "unsubscribe",
-    "group_unsubscribe",
-    "group_resubscribe",
-)
+EVENT_TYPES = tuple(sorted(SENDGRID_TYPES))
 _EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[^@\s;,]+$")
 _HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 _RESERVED = {

@@ -21,18 +21,10 @@ from roleferry.monitoring.metrics import WEBHOOK_EVENTS
 from roleferry.webhooks.models import EVENTS_TABLE
 
 SENDGRID_TYPES = frozenset(
+    # The Event Webhook's delivery and engagement events (SendGrid docs, "Event types").
     (
-        "processed",
-        "dropped",
-        "delivered",
-        "deferred",
-        "bounce",
-        "open",
-        "click",
-        "spamreport",
-        "unsubscribe",
-        "group_unsubscribe",
-        "group_resubscribe",
+        *("processed", "dropped", "delivered", "deferred", "bounce"),
+        *("open", "click", "spamreport", "unsubscribe", "group_unsubscribe", "group_resubscribe"),
     )
 )
 STRIPE_TYPES = frozenset(
