@@ -148,7 +148,7 @@ async def insert_new(
     # ("insertmanyvalues"): compiling a fresh 500-row VALUES clause per call cost more than
     # the write itself.
     result = await session.execute(statement, rows)
-    return {(p, i) for p, i in result.tuples()}
+    return {(p, i) for p, i in result.all()}
 
 
 async def _insert_new_sqlite(
@@ -170,7 +170,7 @@ async def _insert_new_sqlite(
                 f"WHERE provider = ? AND event_id IN ({marks})",
                 (provider, *chunk),
             )
-            known.update((provider, i) for (i,) in rows.tuples())
+            known.update((provider, i) for (i,) in rows.all())
     received = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     await connection.exec_driver_sql(
         "INSERT INTO webhook_events (provider, event_id, type, payload, occurred_at, "

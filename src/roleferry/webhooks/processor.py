@@ -109,7 +109,7 @@ class InboxProcessor:
             )
             if not self.database.urls.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
-            events = [InboxEvent(*row) for row in (await session.execute(query)).tuples()]
+            events = [InboxEvent(*row) for row in (await session.execute(query)).all()]
             if not events:
                 return 0
             effects = Effects(session)
