@@ -107,12 +107,8 @@ class Policy:
             if not permit.permitted:
                 raise CircuitOpen(self.provider, permit.retry_in)
             try:
-                grant = await self.limiter.try_acquire(priority, cost)
-                RATE_LIMIT_REMAINING.labels(self.provider).set(grant.remaining)
-                if not grant.granted:
-                    raise BudgetExhausted(self.provider, grant.wait_s)
-                result = await self._attempt(endpoint, attempt, permit, deadline)
-            except (CircuitOpen, BudgetExhausted):
+                result = await self._attempt(endpoint, attempt, permit, deadline, priority, cost)
+            except (CircuitOpen, BudgetExhausted, DeadlineExceeded):
                 await self.breaker.record(permit, failed=False, duration_s=0.0)
                 raise
             except ProviderError as error:
@@ -131,6 +127,31 @@ class Policy:
         raise last_error or DeadlineExceeded(self.provider, endpoint)
 
     async def _attempt(
+        self,
+        endpoint: str,
+        attempt: AttemptFn[T],
+        permit: Permit,
+        deadline: Deadline,
+        priority: Priority,
+        cost: int,
+    ) -> T:
+        """A bulkhead slot first, then the budget, then the call: a call counts against the
+        budget at the moment it is sent, not while it waits for a slot."""
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                await self.bulkhead.acquire()
+        except TimeoutError as exc:
+            raise DeadlineExceeded(self.provider, f"no free slot for {endpoint} in time") from exc
+        try:
+            grant = await self.limiter.try_acquire(priority, cost)
+            RATE_LIMIT_REMAINING.labels(self.provider).set(grant.remaining)
+            if not grant.granted:
+                raise BudgetExhausted(self.provider, grant.wait_s)
+            return await self._send(endpoint, attempt, permit, deadline)
+        finally:
+            self.bulkhead.release()
+
+    async def _send(
         self, endpoint: str, attempt: AttemptFn[T], permit: Permit, deadline: Deadline
     ) -> T:
         timeout = min(self.config.attempt_timeout_s, deadline.remaining())
@@ -138,8 +159,7 @@ class Policy:
         error: ProviderError | None = None
         try:
             async with asyncio.timeout(timeout):
-                async with self.bulkhead:
-                    return await attempt(timeout)
+                return await attempt(timeout)
         except TimeoutError as exc:
             error = Timeout(self.provider, f"{endpoint} did not answer within {timeout:.2f}s")
             raise error from exc

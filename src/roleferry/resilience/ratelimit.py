@@ -2,8 +2,9 @@
 (search) and the bulk (jobs) paths, so no call is sent that would exceed the provider's limit.
 
 Each window is a sliding log: a call goes only if fewer than `limit` calls went in the last
-`period_s`. Any interval of that length then holds at most `limit` calls, so the provider's
-own fixed windows, wherever their edges fall, never see more: zero 429s by construction.
+`period_s` (and a grace for the trip). Any interval of that length then holds at most `limit`
+calls, so the provider's own fixed windows, wherever their edges fall, never see more: zero
+429s by construction.
 Bulk work may use at most `bulk_share` (default 80%) of each window; interactive calls may use
 all of it. A 429 that still arrives blocks the budget for its Retry-After; a provider's own
 count of requests left (Apollo's `x-*-requests-left`) pulls ours down to match.
@@ -25,10 +26,20 @@ class Priority(StrEnum):
     BULK = "bulk"
 
 
+GRACE_S = 0.25
+
+
 @dataclass(frozen=True)
 class Window:
     limit: int
     period_s: float
+
+    @property
+    def span(self) -> float:
+        """How long a call counts: the period and a grace of 0.25 s, so that a call granted
+        just before the provider's window edge and arriving just after it cannot make the
+        provider count one too many in its next window."""
+        return self.period_s + GRACE_S
 
     @classmethod
     def parse(cls, spec: str) -> list[Window]:
@@ -67,7 +78,7 @@ class RateLimiter:
         self._ttl = max(w.period_s for w in windows) + 60
 
     def _prune(self, s: State, now: float) -> None:
-        longest = max(w.period_s for w in self.windows)
+        longest = max(w.span for w in self.windows)
         s["calls"] = [t for t in s["calls"] if t > now - longest]
 
     async def try_acquire(self, priority: Priority, cost: int = 1) -> Grant:
@@ -83,13 +94,13 @@ class RateLimiter:
             remaining = math.inf
             for window in self.windows:
                 cap = self.cap(s, window, priority)
-                recent = [t for t in s["calls"] if t > now - window.period_s]
+                recent = [t for t in s["calls"] if t > now - window.span]
                 over = len(recent) + cost - cap
                 if over > 0:
                     if cost > cap:
-                        wait = max(wait, window.period_s)
+                        wait = max(wait, window.span)
                     else:
-                        wait = max(wait, recent[over - 1] + window.period_s - now)
+                        wait = max(wait, recent[over - 1] + window.span - now)
                 remaining = min(remaining, self._limit(s, window) - len(recent))
             if wait > 0:
                 return s, Grant(False, wait, int(max(0, remaining)))
@@ -123,7 +134,7 @@ class RateLimiter:
             s = raw or {"calls": [], "blocked_until": 0.0}
             self._prune(s, now)
             s.setdefault("limits", {})[_key(window)] = limit
-            ours = sum(1 for t in s["calls"] if t > now - window.period_s)
+            ours = sum(1 for t in s["calls"] if t > now - window.span)
             missing = (self._limit(s, window) - remaining) - ours
             if missing > 0:
                 s["calls"].extend([now] * missing)
@@ -152,7 +163,7 @@ class RateLimiter:
         return max(
             0,
             min(
-                self.cap(s, w, priority) - sum(1 for t in s["calls"] if t > now - w.period_s)
+                self.cap(s, w, priority) - sum(1 for t in s["calls"] if t > now - w.span)
                 for w in self.windows
             ),
         )
