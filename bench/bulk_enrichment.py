@@ -13,17 +13,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
+from _serve import roleferry_server
 from roleferry.sandbox.world import World
 
 BULK_SHARE = 0.8
@@ -32,12 +26,6 @@ ENDPOINTS = {
     "clay": "/search/filters-mode",
     "hunter": "/v2/email-finder",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:
@@ -74,61 +62,34 @@ def main() -> None:
     lower_bound = max((math.ceil(n / per_window) - 1) * args.period for n in minimum.values())
 
     spec = f"{args.limit}/{args.period:g}"
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("ROLEFERRY_")},
-            "ROLEFERRY_DATA_DIR": tmp,
-            "ROLEFERRY_DATABASE_URL": f"sqlite:///{tmp}/rf.sqlite",
-            "ROLEFERRY_APOLLO_RATE_LIMIT": spec,
-            "ROLEFERRY_CLAY_RATE_LIMIT": spec,
-            "ROLEFERRY_HUNTER_RATE_LIMIT": spec,
-            "ROLEFERRY_LOG_LEVEL": "WARNING",
-            "ROLEFERRY_SANDBOX_FAULTS": ",".join(
-                f"{p}:rate_limit={spec}" for p in ("apollo", "clay", "hunter")
-            ),
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "roleferry", "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            key = (Path(tmp) / "local-api-key").read_text().strip()
-            auth = {"Authorization": f"Bearer {key}"}
-            contacts = [
-                {"first_name": p.first_name, "last_name": p.last_name, "domain": p.company_domain}
-                for p in people
-            ]
-            started = time.monotonic()
-            job_id = httpx.post(
-                f"{url}/api/v1/enrichment-jobs",
-                json={"contacts": contacts},
-                headers=auth,
-                timeout=60,
-            ).json()["id"]
-            while True:
-                job = httpx.get(f"{url}/api/v1/enrichment-jobs/{job_id}", headers=auth).json()
-                if job["status"] in ("succeeded", "partially_succeeded", "failed", "cancelled"):
-                    break
-                time.sleep(0.5)
-            elapsed = time.monotonic() - started
-            rows = httpx.get(
-                f"{url}/api/v1/enrichment-jobs/{job_id}/results", headers=auth, timeout=60
-            ).json()["results"]
-            stats = httpx.get(f"{url}/sandbox/_control/stats").json()["providers"]
-        finally:
-            server.terminate()
-            server.wait(20)
+    settings = {
+        "ROLEFERRY_APOLLO_RATE_LIMIT": spec,
+        "ROLEFERRY_CLAY_RATE_LIMIT": spec,
+        "ROLEFERRY_HUNTER_RATE_LIMIT": spec,
+        "ROLEFERRY_SANDBOX_FAULTS": ",".join(
+            f"{p}:rate_limit={spec}" for p in ("apollo", "clay", "hunter")
+        ),
+    }
+    with roleferry_server(settings) as (url, key, _):
+        auth = {"Authorization": f"Bearer {key}"}
+        contacts = [
+            {"first_name": p.first_name, "last_name": p.last_name, "domain": p.company_domain}
+            for p in people
+        ]
+        started = time.monotonic()
+        job_id = httpx.post(
+            f"{url}/api/v1/enrichment-jobs", json={"contacts": contacts}, headers=auth, timeout=60
+        ).json()["id"]
+        while True:
+            job = httpx.get(f"{url}/api/v1/enrichment-jobs/{job_id}", headers=auth).json()
+            if job["status"] in ("succeeded", "partially_succeeded", "failed", "cancelled"):
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        rows = httpx.get(
+            f"{url}/api/v1/enrichment-jobs/{job_id}/results", headers=auth, timeout=60
+        ).json()["results"]
+        stats = httpx.get(f"{url}/sandbox/_control/stats").json()["providers"]
 
     truth = {(p.first_name, p.last_name, p.company_domain): p.email for p in people}
     found = [r for r in rows if r["status"] == "found"]
@@ -146,10 +107,11 @@ def main() -> None:
         f"job {job['status']}: found {job['found']}, not found {job['not_found']}, "
         f"failed {job['failed']}"
     )
+    ratio = elapsed / lower_bound if lower_bound else float("nan")
     print(
         f"completion: {elapsed:.1f} s; lower bound {lower_bound:.1f} s "
         f"(busiest provider's minimum calls, {per_window} per {args.period:g} s); "
-        f"ratio {elapsed / lower_bound:.2f} "
+        f"ratio {ratio:.2f} "
         "(target <= 1.15)"
     )
     print(f"rate-limit refusals received (429, Hunter 403): {too_many} (target 0)")

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from _serve import roleferry_server
 
 KEYS = {"apollo": "sandbox-apollo-key", "clay": "sandbox-clay-key", "hunter": "sandbox-hunter-key"}
 GENEROUS = {"limit": 100_000, "period_s": 3600}
@@ -62,41 +58,6 @@ class Run:
             "success": self.ok / len(self.latencies) if self.latencies else 0.0,
             "p99_open": self.pct(self.after_open, 0.99),
         }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(data: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("ROLEFERRY_")},
-        "ROLEFERRY_DATA_DIR": str(data),
-        "ROLEFERRY_DATABASE_URL": f"sqlite:///{data}/rf.sqlite",
-        "ROLEFERRY_APOLLO_RATE_LIMIT": "100000/3600",
-        "ROLEFERRY_SEARCH_CACHE_TTL_S": "0",
-        "ROLEFERRY_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "roleferry", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=data,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url, (data / "local-api-key").read_text().strip()
-        except (httpx.TransportError, FileNotFoundError):
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
 
 
 def apollo_calls(url: str) -> int:
@@ -225,32 +186,25 @@ async def baseline(url: str, domains: list[str], rate: float) -> Run:
 
 
 def scenario(name: str, faults: dict[str, Any], args: argparse.Namespace) -> tuple[Run, Run]:
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url, key = start_server(Path(tmp))
-        try:
-            companies = httpx.get(f"{url}/sandbox/_world/companies", params={"limit": 2000}).json()[
-                "companies"
-            ]
-            domains = [
-                c["domain"]
-                for c in companies
-                if c["known_by"]["clay"] or c["known_by"]["hunter_pattern"]
-            ]
-            ours_domains = domains[: args.requests]
-            base_domains = domains[args.requests : args.requests + args.baseline_requests]
-            httpx.put(
-                f"{url}/sandbox/_control/apollo", json={"rate_limit": GENEROUS, **faults}
-            ).raise_for_status()
-            before = apollo_calls(url)
-            mine = asyncio.run(ours(url, key, ours_domains, args.rate))
-            mine.apollo_calls = apollo_calls(url) - before
-            before = apollo_calls(url)
-            base = asyncio.run(baseline(url, base_domains, args.rate))
-            base.apollo_calls = apollo_calls(url) - before
-            return mine, base
-        finally:
-            proc.terminate()
-            proc.wait(20)
+    settings = {"ROLEFERRY_APOLLO_RATE_LIMIT": "100000/3600", "ROLEFERRY_SEARCH_CACHE_TTL_S": "0"}
+    with roleferry_server(settings) as (url, key, _):
+        world = httpx.get(f"{url}/sandbox/_world/companies", params={"limit": 2000}).json()
+        domains = [
+            c["domain"]
+            for c in world["companies"]
+            if c["known_by"]["clay"] or c["known_by"]["hunter_pattern"]
+        ]
+        ours_domains = domains[: args.requests]
+        base_domains = domains[args.requests : args.requests + args.baseline_requests]
+        control = f"{url}/sandbox/_control/apollo"
+        httpx.put(control, json={"rate_limit": GENEROUS, **faults}).raise_for_status()
+        before = apollo_calls(url)
+        mine = asyncio.run(ours(url, key, ours_domains, args.rate))
+        mine.apollo_calls = apollo_calls(url) - before
+        before = apollo_calls(url)
+        base = asyncio.run(baseline(url, base_domains, args.rate))
+        base.apollo_calls = apollo_calls(url) - before
+        return mine, base
 
 
 def main() -> None:

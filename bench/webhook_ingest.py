@@ -17,13 +17,8 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import secrets
-import socket
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -31,18 +26,12 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "src"))
+from _serve import roleferry_server
 from roleferry.sandbox.keys import sendgrid_signing_key
 from roleferry.sandbox.sendgrid import SendGridState
 
 SIGNER = SendGridState(7, sendgrid_signing_key(7), "")
 TYPES = ("processed", "delivered", "open", "click", "bounce")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def batch(size: int) -> tuple[bytes, list[str]]:
@@ -172,40 +161,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rate", type=float, default=10_000, help="events/s in the sustained run")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("ROLEFERRY_")},
-            "ROLEFERRY_DATA_DIR": tmp,
-            "ROLEFERRY_DATABASE_URL": f"sqlite:///{tmp}/rf.sqlite",
-            "ROLEFERRY_BENCH_ROUTES": "1",
-            "ROLEFERRY_LOG_LEVEL": "WARNING",
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "roleferry", "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            bare = asyncio.run(load(url, "/_bench/bare", args.seconds, args.senders, args.batch))
-            ours = asyncio.run(
-                load(url, "/webhooks/sendgrid", args.seconds, args.senders, args.batch)
-            )
-            lag_p99(Path(tmp) / "rf.sqlite", {})
-            steady = asyncio.run(sustained(url, args.rate, args.seconds, args.batch))
-            lag, applied = lag_p99(Path(tmp) / "rf.sqlite", steady["sent_at"])
-        finally:
-            server.terminate()
-            server.wait(20)
+    with roleferry_server({"ROLEFERRY_BENCH_ROUTES": "1"}) as (url, _key, data):
+        bare = asyncio.run(load(url, "/_bench/bare", args.seconds, args.senders, args.batch))
+        ours = asyncio.run(load(url, "/webhooks/sendgrid", args.seconds, args.senders, args.batch))
+        lag_p99(data / "rf.sqlite", {})
+        steady = asyncio.run(sustained(url, args.rate, args.seconds, args.batch))
+        lag, applied = lag_p99(data / "rf.sqlite", steady["sent_at"])
     share = ours["events_per_s"] / bare["events_per_s"]
     print(f"capacity: senders={args.senders} batch={args.batch} seconds={args.seconds}")
     print(f"{'route':<20} {'events/s':>10} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}")

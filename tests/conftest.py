@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -157,3 +158,19 @@ def wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
 
 
 pytest_plugins = ["tests.support.sandbox_server"]
+
+
+def start_roleferry(
+    command: list[str], env: dict[str, str], cwd: Path, port: int
+) -> subprocess.Popen[str]:
+    """`roleferry <command> --port <port>` in its own process, returned once healthy."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "roleferry", *command, "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_healthy(f"http://127.0.0.1:{port}", proc)
+    return proc

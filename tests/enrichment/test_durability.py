@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from roleferry.sandbox.world import World
-from tests.conftest import free_port, wait_healthy
+from tests.conftest import free_port, start_roleferry
 from tests.enrichment.test_jobs_api import TERMINAL, contacts, create, people, results
 from tests.support.live_server import LiveServer, live_server
 
@@ -51,26 +50,9 @@ def test_a_big_job_does_not_starve_a_small_one(tmp_path: Path) -> None:
 @pytest.fixture
 def standalone_sandbox(env: dict[str, str], tmp_path: Path) -> Any:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "roleferry",
-            "sandbox",
-            "--port",
-            str(port),
-            "--fault",
-            "apollo:latency_ms=150;rate_limit=100000/3600",
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc)  # type: ignore[arg-type]
-    yield url
+    fault = "apollo:latency_ms=150;rate_limit=100000/3600"
+    proc = start_roleferry(["sandbox", "--fault", fault], env, tmp_path, port)
+    yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(20)
 
@@ -91,16 +73,7 @@ def test_sigkill_mid_job_then_restart_completes_every_contact_once(
     url = f"http://127.0.0.1:{port}"
 
     def start() -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "roleferry", "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_healthy(url, proc)
-        return proc
+        return start_roleferry(["serve"], env, tmp_path, port)
 
     first = start()
     key = (tmp_path / "local-api-key").read_text().strip()

@@ -11,7 +11,7 @@ import httpx
 
 from roleferry.config import Provider
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
-from tests.conftest import free_port, make_settings, start_client, wait_healthy
+from tests.conftest import free_port, make_settings, start_client, start_roleferry
 
 
 def test_mounted_in_the_main_server_with_provider_error_shapes(tmp_path: Path) -> None:
@@ -42,26 +42,11 @@ def test_roleferry_sandbox_serves_alone_with_startup_faults(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "roleferry",
-            "sandbox",
-            "--port",
-            str(port),
-            "--fault",
-            "apollo:error_rate=1;error_status=502",
-        ],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_roleferry(
+        ["sandbox", "--fault", "apollo:error_rate=1;error_status=502"], env, tmp_path, port
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc)
         failed = httpx.post(
             f"{url}/sandbox/apollo/api/v1/people/match",
             json={},

@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roleferry.outreach.models import OutreachMessage
 from roleferry.users import service
 from roleferry.webhooks.models import WebhookEvent
-from tests.conftest import free_port, wait_healthy
+from tests.conftest import free_port, start_roleferry
 from tests.support.live_server import live_server
 from tests.support.webhooks import dumps, in_db, sendgrid_event, sendgrid_headers
 
@@ -151,16 +150,7 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     url = f"http://127.0.0.1:{port}"
 
     def start() -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "roleferry", "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_healthy(url, proc)
-        return proc
+        return start_roleferry(["serve"], env, tmp_path, port)
 
     first = start()
     seed_messages(database_url)
