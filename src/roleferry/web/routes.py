@@ -18,14 +18,25 @@ router = APIRouter(include_in_schema=False)
 @router.get("/", response_class=HTMLResponse)
 async def dashboard(request: Request, runtime: RuntimeDep) -> HTMLResponse:
     settings = runtime.settings
-    providers = [
-        {
-            "name": p.value,
-            "mode": "live" if settings.is_live(p) else "sandbox",
-            "base_url": settings.base_url(p, runtime.public_url),
+    providers = []
+    for provider in Provider:
+        row: dict[str, object] = {
+            "name": provider.value,
+            "mode": "live" if settings.is_live(provider) else "sandbox",
+            "base_url": settings.base_url(provider, runtime.public_url),
+            **dict.fromkeys(("circuit", "budget", "calls", "p95", "errors")),
         }
-        for p in Provider
-    ]
+        policy = runtime.providers.policies.get(provider.value) if runtime.providers else None
+        if policy is not None and runtime.providers is not None:
+            recent = runtime.providers.stats.recent(provider.value)
+            row.update(
+                circuit=(await policy.breaker.state()).name.lower().replace("_", "-"),
+                budget=await policy.limiter.remaining(),
+                calls=recent.calls,
+                p95=recent.p95_ms,
+                errors=recent.error_rate,
+            )
+        providers.append(row)
     return templates.TemplateResponse(
         request,
         "dashboard.html",
