@@ -200,7 +200,7 @@ def test_enrich_finds_the_email_with_source_and_confidence(live: LiveServer) -> 
         },
     )
     body = response.json()
-    assert body["email"] == person.email
+    assert body.get("email") == person.email, body
     assert body["source"] == "hunter"
     assert body["confidence"] >= 70
     assert body["status"] == "likely"

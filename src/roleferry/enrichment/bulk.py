@@ -112,7 +112,7 @@ class BulkEnricher:
                     .limit(CHUNK)
                 )
             )
-            work, cached = await self._plan(session, job, items)
+            work = await self._plan(session, job, items)
             await session.commit()
         wait, answered = await self._providers(work)
         saves: list[tuple[str, dict[str, object]]] = []
@@ -132,7 +132,6 @@ class BulkEnricher:
                 await cache.put(
                     session, job.user_id, "enrich", key, value, self.cache_ttl_s, commit=False
                 )
-            del cached
             pending = EnrichmentItem.job_id == job_id, EnrichmentItem.status == "pending"
             remaining = int(
                 await session.scalar(
@@ -153,11 +152,10 @@ class BulkEnricher:
 
     async def _plan(
         self, session: AsyncSession, job: EnrichmentJob, items: list[EnrichmentItem]
-    ) -> tuple[list[_Work], int]:
+    ) -> list[_Work]:
         """Answers duplicates and recent look-ups from what is known; returns what to ask."""
         leaders: dict[str, EnrichmentItem] = {}
         work: list[_Work] = []
-        cached = 0
         for item in items:
             key = person_key(item)
             earlier = await self._answered(session, job.id, key)
@@ -180,7 +178,6 @@ class BulkEnricher:
                     hit.get("status"),
                     f"{found.replace('_', ' ')} recently (cached)",
                 )
-                cached += 1
                 continue
             query = PersonQuery(
                 first_name=item.first_name,
@@ -189,7 +186,7 @@ class BulkEnricher:
                 linkedin_url=item.linkedin_url,
             )
             work.append(_Work(item, query, tried={t for t in item.tried.split(",") if t}))
-        return work, cached
+        return work
 
     async def _providers(self, work: list[_Work]) -> tuple[float, bool]:
         """Asks each provider for the contacts whose earlier providers have all answered

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from roleferry.api.deps import CurrentUser, RuntimeDep
 from roleferry.config import Provider
+from roleferry.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["monitoring"])
 
@@ -22,8 +23,8 @@ class IntegrationOut(BaseModel):
     p95_ms_5m: float | None
 
 
-@router.get("/integrations")
-async def integrations(_user: CurrentUser, runtime: RuntimeDep) -> list[IntegrationOut]:
+async def integration_status(runtime: Runtime) -> list[IntegrationOut]:
+    """Each provider now: what the JSON route answers and the dashboard shows."""
     rows = []
     providers = runtime.providers
     for provider in Provider:
@@ -42,3 +43,8 @@ async def integrations(_user: CurrentUser, runtime: RuntimeDep) -> list[Integrat
             )
         )
     return rows
+
+
+@router.get("/integrations")
+async def integrations(_user: CurrentUser, runtime: RuntimeDep) -> list[IntegrationOut]:
+    return await integration_status(runtime)

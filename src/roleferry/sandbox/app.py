@@ -4,7 +4,6 @@ app mounted at `/sandbox` in the main server, or served alone by `roleferry sand
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -15,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from roleferry.background import cancel_and_wait
 from roleferry.errors import NotFound, Unprocessable, error_response, install_error_handlers
 from roleferry.sandbox import anthropic, apollo, clay, hunter, sendgrid, stripe
 from roleferry.sandbox.common import ProviderHTTPError, sandbox_of
@@ -136,11 +136,8 @@ class Sandbox:
             )
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
+        await cancel_and_wait(self._flusher)
+        self._flusher = None
         await self.sendgrid_sender.stop()
         await self.stripe_sender.stop()
 

@@ -40,6 +40,9 @@ async def search(
     hit = await cache.get(session, user_id, "search", key)
     if hit is not None:
         return SearchResponse.model_validate({**hit, "cached": True})
+    # No transaction stays open across provider calls: on SQLite a read snapshot held for
+    # seconds makes the later write fail if anyone else wrote meanwhile.
+    await session.commit()
     outcome, errors = await waterfall.search(
         request.domain, request.titles, request.limit, deadline=Deadline(request.deadline_s)
     )
@@ -65,6 +68,7 @@ async def enrich(
     hit = await cache.get(session, user_id, "enrich", key)
     if hit is not None:
         return EnrichResponse.model_validate({**hit, "cached": True})
+    await session.commit()
     outcome, errors = await waterfall.enrich(query, deadline=Deadline(request.deadline_s))
     if outcome.all_failed:
         raise _unavailable(outcome, outcome.retry_after_s(errors), "find this email")

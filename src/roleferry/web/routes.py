@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 
 from roleferry.api.deps import RuntimeDep
 from roleferry.config import Provider
+from roleferry.monitoring.routes import integration_status
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
@@ -18,25 +19,13 @@ router = APIRouter(include_in_schema=False)
 @router.get("/", response_class=HTMLResponse)
 async def dashboard(request: Request, runtime: RuntimeDep) -> HTMLResponse:
     settings = runtime.settings
-    providers = []
-    for provider in Provider:
-        row: dict[str, object] = {
-            "name": provider.value,
-            "mode": "live" if settings.is_live(provider) else "sandbox",
-            "base_url": settings.base_url(provider, runtime.public_url),
-            **dict.fromkeys(("circuit", "budget", "calls", "p95", "errors")),
+    providers = [
+        {
+            **row.model_dump(),
+            "base_url": settings.base_url(Provider(row.provider), runtime.public_url),
         }
-        policy = runtime.providers.policies.get(provider.value) if runtime.providers else None
-        if policy is not None and runtime.providers is not None:
-            recent = runtime.providers.stats.recent(provider.value)
-            row.update(
-                circuit=(await policy.breaker.state()).name.lower().replace("_", "-"),
-                budget=await policy.limiter.remaining(),
-                calls=recent.calls,
-                p95=recent.p95_ms,
-                errors=recent.error_rate,
-            )
-        providers.append(row)
+        for row in await integration_status(runtime)
+    ]
     return templates.TemplateResponse(
         request,
         "dashboard.html",

@@ -4,7 +4,6 @@ The acknowledgement does only that insert; the processor applies events afterwar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
@@ -16,6 +15,7 @@ import orjson
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roleferry.background import cancel_and_wait
 from roleferry.db import Database
 from roleferry.monitoring.metrics import WEBHOOK_EVENTS
 from roleferry.webhooks.models import EVENTS_TABLE
@@ -207,11 +207,8 @@ class InboxWriter:
             self._task = asyncio.create_task(self._run(), name="webhook-inbox-writer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         while not self._queue.empty():
             self._queue.get_nowait().done.cancel()
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from sqlalchemy import bindparam, delete, select, update
 
+from roleferry.background import cancel_and_wait
 from roleferry.db import Database
 from roleferry.monitoring.metrics import WEBHOOK_EVENTS, WEBHOOK_LAG
 from roleferry.webhooks.effects import Effects
@@ -65,11 +66,8 @@ class InboxProcessor:
             self._task = asyncio.create_task(self._run(), name="webhook-inbox-processor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
