@@ -17,7 +17,8 @@ from roleferry.users.models import User
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer rf_…`")
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """Async on purpose: FastAPI runs a plain `def` dependency in its thread pool."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 

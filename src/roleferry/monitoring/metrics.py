@@ -57,3 +57,10 @@ WEBHOOK_LAG = Histogram(
     ["provider"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
 )
+
+
+def count_webhook_events(provider: str, counts: dict[tuple[str, str], int]) -> None:
+    """Adds per-(type, outcome) totals at once: a `labels()` look-up per event cost more than
+    storing it."""
+    for (event_type, outcome), n in counts.items():
+        WEBHOOK_EVENTS.labels(provider, event_type, outcome).inc(n)

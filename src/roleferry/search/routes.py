@@ -15,7 +15,7 @@ from roleferry.search.waterfall import Waterfall
 router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"])
 
 
-def get_waterfall(runtime: RuntimeDep) -> Waterfall:
+async def get_waterfall(runtime: RuntimeDep) -> Waterfall:
     providers = runtime.providers
     if providers is None:
         raise ServiceUnavailable("providers are not started")

@@ -13,7 +13,6 @@ many of its events arrive; refunds debit the newly refunded share once per refun
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -42,8 +41,9 @@ SUPPRESSING = {
     "unsubscribe": "unsubscribe",
     "group_unsubscribe": "unsubscribe",
 }
+SENDGRID_FIELDS = ("email", "outreach_id", "sg_message_id")
+"""The payload fields SendGrid effects read: the processor loads these, not whole payloads."""
 CENTS_PER_CREDIT = 10
-YIELD_EVERY = 200  # events between yields to the event loop, so acknowledgements keep flowing
 
 
 class Effects:
@@ -72,9 +72,7 @@ class Effects:
         by_id = {m.id: m for m in found}
         by_message = {(m.message_id, m.email.lower()): m for m in by_id.values()}
         suppress: dict[str, tuple[str, str]] = {}
-        for n, event in enumerate(events):
-            if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        for event in events:
             p = event.payload
             email = str(p.get("email", "")).strip().lower()
             message = by_id.get(str(p.get("outreach_id"))) or by_message.get(

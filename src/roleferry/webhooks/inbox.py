@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects import postgresql
 
 from roleferry.background import cancel_and_wait
 from roleferry.db import Database
-from roleferry.monitoring.metrics import WEBHOOK_EVENTS
+from roleferry.monitoring.metrics import count_webhook_events
 from roleferry.webhooks.models import EVENTS_TABLE
 
 SENDGRID_TYPES = frozenset(
@@ -115,17 +117,13 @@ def parse_stripe(body: bytes) -> list[Incoming]:
     ]
 
 
-async def insert_new(
-    session: AsyncSession, batch: list[tuple[str, Incoming]]
-) -> set[tuple[str, str]]:
-    """Inserts what is new and skips what is known, in the caller's transaction; safe when
-    copies race (the unique key decides). Returns the (provider, event id) pairs inserted."""
+async def insert_new(database: Database, batch: list[tuple[str, Incoming]]) -> set[tuple[str, str]]:
+    """Inserts what is new and skips what is known, in one transaction; safe when copies race
+    (the unique key decides). Returns the (provider, event id) pairs inserted."""
     if not batch:
         return set()
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    if dialect == "sqlite":
-        return await _insert_new_sqlite(session, batch)
-    make_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    if database.urls.is_sqlite:
+        return await database.run_sqlite_write(partial(_insert_new_sqlite, batch))
     rows = [
         {
             "provider": provider,
@@ -140,24 +138,24 @@ async def insert_new(
     ]
     table = EVENTS_TABLE
     statement = (
-        make_insert(table)
+        postgresql.insert(table)
         .on_conflict_do_nothing(index_elements=["provider", "event_id"])
         .returning(table.c.provider, table.c.event_id)
     )
     # One statement compiled once (cached), its rows sent in multi-row batches
     # ("insertmanyvalues"): compiling a fresh 500-row VALUES clause per call cost more than
     # the write itself.
-    result = await session.execute(statement, rows)
-    return {(p, i) for p, i in result.all()}
+    async with database.write_session() as session:
+        result = await session.execute(statement, rows)
+        return {(p, i) for p, i in result.all()}
 
 
-async def _insert_new_sqlite(
-    session: AsyncSession, batch: list[tuple[str, Incoming]]
+def _insert_new_sqlite(
+    batch: list[tuple[str, Incoming]], connection: sqlite3.Connection
 ) -> set[tuple[str, str]]:
     """The SQLite hot path, on the driver: sqlite3's executemany cannot return rows, so the
-    events already known are read first. That is exact because on SQLite this runs under the
-    one process's write lock (`Database.write_session`); the unique key still decides."""
-    connection = await session.connection()
+    events already known are read first. That is exact because it runs under the one
+    process's write lock (`Database.run_sqlite_write`); the unique key still decides."""
     wanted = {(provider, event.event_id) for provider, event in batch}
     known: set[tuple[str, str]] = set()
     for provider in {p for p, _ in wanted}:
@@ -165,14 +163,14 @@ async def _insert_new_sqlite(
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            rows = await connection.exec_driver_sql(
+            rows = connection.execute(
                 "SELECT event_id FROM webhook_events "  # noqa: S608
                 f"WHERE provider = ? AND event_id IN ({marks})",
                 (provider, *chunk),
             )
-            known.update((provider, i) for (i,) in rows.all())
+            known.update((provider, i) for (i,) in rows)
     received = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    await connection.exec_driver_sql(
+    connection.executemany(
         "INSERT INTO webhook_events (provider, event_id, type, payload, occurred_at, "
         "received_at, status, attempts) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0) "
         "ON CONFLICT (provider, event_id) DO NOTHING",
@@ -230,10 +228,9 @@ class InboxWriter:
                 group.append(request)
                 size += len(request.events)
             try:
-                async with self.database.write_session() as session:
-                    inserted = await insert_new(
-                        session, [(r.provider, e) for r in group for e in r.events]
-                    )
+                inserted = await insert_new(
+                    self.database, [(r.provider, e) for r in group for e in r.events]
+                )
             except Exception as exc:
                 for request in group:
                     if not request.done.done():
@@ -248,12 +245,13 @@ def _claim(request: _Request, inserted: set[tuple[str, str]]) -> Stored:
     """Counts this delivery's new events; a copy in a later delivery of the same group is a
     duplicate, so each new event is accepted exactly once."""
     accepted = 0
+    counts: Counter[tuple[str, str]] = Counter()
     for event in request.events:
         key = (request.provider, event.event_id)
         new = key in inserted
         if new:
             inserted.discard(key)
             accepted += 1
-        label = type_label(request.provider, event.type)
-        WEBHOOK_EVENTS.labels(request.provider, label, "accepted" if new else "duplicate").inc()
+        counts[type_label(request.provider, event.type), "accepted" if new else "duplicate"] += 1
+    count_webhook_events(request.provider, counts)
     return Stored(accepted, len(request.events) - accepted)

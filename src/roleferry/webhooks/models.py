@@ -19,15 +19,16 @@ PENDING, APPLIED, FAILED = "pending", "applied", "failed"
 @dataclass
 class InboxEvent:
     """A stored event as the processor handles it: a plain record, not an ORM object, since
-    ORM loading and per-object flushing cost more than applying a batch of events."""
+    ORM loading and per-object flushing cost more than applying a batch of events. A SendGrid
+    event's payload holds only the fields its effects read (`effects.SENDGRID_FIELDS`)."""
 
     id: int
     provider: str
     event_id: str
     type: str
-    payload: dict[str, Any]
     occurred_at: float
     attempts: int
+    payload: dict[str, Any]
     status: str = PENDING
     outcome: str | None = None
 
