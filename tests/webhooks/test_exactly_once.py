@@ -181,3 +181,34 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
     finally:
         second[0].terminate()
         second[0].wait(20)
+
+
+def test_on_postgresql_two_processes_share_the_inbox_and_apply_each_event_once(
+    env: dict[str, str], tmp_path: Path, postgres_url: str
+) -> None:
+    """The scale-out shape: two `serve` processes on one PostgreSQL database, deliveries to
+    either, processors claiming batches with SKIP LOCKED."""
+    batches, expected = make_batches(seed=3)
+    servers = []
+    urls = []
+    try:
+        for name in ("a", "b"):
+            data = tmp_path / name
+            data.mkdir()
+            port = free_port()
+            own = {
+                **env,
+                "ROLEFERRY_DATABASE_URL": postgres_url,
+                "ROLEFERRY_DATA_DIR": str(data),
+                "ROLEFERRY_LOG_LEVEL": "WARNING",
+            }
+            servers.append(start_roleferry(["serve"], own, data, port))
+            urls.append(f"http://127.0.0.1:{port}")
+        seed_messages(postgres_url)
+        send_all(lambda: random.choice(urls), batches)
+        wait_all_applied(postgres_url)
+        assert_applied_exactly_once(postgres_url, expected)
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(20)

@@ -62,11 +62,18 @@ class Effects:
         message_ids = {_message_id(p) for p in payloads} - {None}
         found: list[OutreachMessage] = []
         if outreach_ids or message_ids:
-            query = select(OutreachMessage).where(
-                or_(
-                    OutreachMessage.id.in_(outreach_ids),
-                    OutreachMessage.message_id.in_(message_ids),
+            # Locked (PostgreSQL; SQLite has one writer) and in one order: processors of other
+            # processes counting events of the same message would otherwise lose updates.
+            query = (
+                select(OutreachMessage)
+                .where(
+                    or_(
+                        OutreachMessage.id.in_(outreach_ids),
+                        OutreachMessage.message_id.in_(message_ids),
+                    )
                 )
+                .order_by(OutreachMessage.id)
+                .with_for_update()
             )
             found = list(await self.session.scalars(query))
         by_id = {m.id: m for m in found}
@@ -94,7 +101,7 @@ class Effects:
                 self._insert(Suppression).on_conflict_do_nothing(index_elements=["email"]),
                 [
                     {"email": e, "reason": r, "source_event": s, "created_at": now}
-                    for e, (r, s) in suppress.items()
+                    for e, (r, s) in sorted(suppress.items())
                 ],
             )
 
@@ -146,7 +153,9 @@ class Effects:
         if intent_id:
             clauses.append(Payment.payment_intent_id == intent_id)
         payment = (
-            await self.session.scalar(select(Payment).where(or_(*clauses))) if clauses else None
+            await self.session.scalar(select(Payment).where(or_(*clauses)).with_for_update())
+            if clauses
+            else None
         )
         if payment is None:
             payment = Payment(

@@ -134,7 +134,9 @@ async def insert_new(database: Database, batch: list[tuple[str, Incoming]]) -> s
             "status": "pending",
             "attempts": 0,
         }
-        for provider, e in batch
+        # In key order: two processes storing copies of the same events lock their keys in
+        # the same order, so they wait for each other instead of deadlocking.
+        for provider, e in sorted(batch, key=lambda pe: (pe[0], pe[1].event_id))
     ]
     table = EVENTS_TABLE
     statement = (
