@@ -142,13 +142,12 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[str]) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen[str], output: Path | None = None) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(
-                f"server exited early: {proc.stderr.read() if proc.stderr else ''}"
-            )
+            said = output.read_text() if output else proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"server exited early: {said}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return
@@ -163,14 +162,18 @@ pytest_plugins = ["tests.support.sandbox_server"]
 def start_roleferry(
     command: list[str], env: dict[str, str], cwd: Path, port: int
 ) -> subprocess.Popen[str]:
-    """`roleferry <command> --port <port>` in its own process, returned once healthy."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "roleferry", *command, "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_healthy(f"http://127.0.0.1:{port}", proc)
+    """`roleferry <command> --port <port>` in its own process, returned once healthy. Its
+    output goes to `roleferry-<port>.log` in `cwd`: a pipe nobody reads fills up and stalls a
+    server that logs every request."""
+    output = cwd / f"roleferry-{port}.log"
+    with output.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "roleferry", *command, "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    wait_healthy(f"http://127.0.0.1:{port}", proc, output)
     return proc

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from roleferry.db import Database
 
@@ -74,3 +75,24 @@ def test_direct_writes_wait_their_turn_behind_an_open_write_session(tmp_path: Pa
 
     assert asyncio.run(scenario()) == ["orm commits", "direct"]
     assert bodies(database) == ["orm", "direct"]
+
+
+def test_database_errors_name_the_statement_but_not_the_values(tmp_path: Path) -> None:
+    """What a failed write logs must not carry what was written (payloads, addresses)."""
+    database = make_database(tmp_path)
+
+    async def scenario() -> str:
+        statement = text("INSERT INTO notes (body) VALUES (:body)")
+        try:
+            for _ in range(2):
+                async with database.write_session() as session:
+                    await session.execute(statement, {"body": "person@example.com"})
+        except IntegrityError as exc:
+            return str(exc)
+        finally:
+            await database.dispose()
+        raise AssertionError("the second insert should have failed")
+
+    message = asyncio.run(scenario())
+    assert "INSERT INTO notes" in message
+    assert "person@example.com" not in message

@@ -97,6 +97,9 @@ class Database:
         self.urls = DatabaseUrls(url)
         self.urls.ensure_directory()
         kwargs: dict[str, Any] = {
+            # Errors and their logs name the statement, not the values bound to it (payloads,
+            # addresses, key hashes).
+            "hide_parameters": True,
             "pool_pre_ping": not self.urls.is_sqlite,
             "json_serializer": _dumps,
             "json_deserializer": orjson.loads,

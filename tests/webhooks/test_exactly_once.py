@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -183,6 +184,7 @@ def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(
         second[0].wait(20)
 
 
+@pytest.mark.postgres
 def test_on_postgresql_two_processes_share_the_inbox_and_apply_each_event_once(
     env: dict[str, str], tmp_path: Path, postgres_url: str
 ) -> None:
@@ -196,12 +198,7 @@ def test_on_postgresql_two_processes_share_the_inbox_and_apply_each_event_once(
             data = tmp_path / name
             data.mkdir()
             port = free_port()
-            own = {
-                **env,
-                "ROLEFERRY_DATABASE_URL": postgres_url,
-                "ROLEFERRY_DATA_DIR": str(data),
-                "ROLEFERRY_LOG_LEVEL": "WARNING",
-            }
+            own = {**env, "ROLEFERRY_DATABASE_URL": postgres_url, "ROLEFERRY_DATA_DIR": str(data)}
             servers.append(start_roleferry(["serve"], own, data, port))
             urls.append(f"http://127.0.0.1:{port}")
         seed_messages(postgres_url)
