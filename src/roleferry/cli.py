@@ -27,6 +27,9 @@ users_app = typer.Typer(no_args_is_help=True, help="Manage users and their API k
 app.add_typer(users_app, name="users")
 
 LOCAL_USER_EMAIL = "local@roleferry.localhost"
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+ServerOption = Annotated[str, typer.Option(envvar="ROLEFERRY_SERVER", help="A running roleferry.")]
+ApiKeyOption = Annotated[str | None, typer.Option(envvar="ROLEFERRY_API_KEY", help="Your API key.")]
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -232,12 +235,8 @@ def search(
         list[str], typer.Option("--title", "-t", help="A title to look for (repeatable).")
     ],
     limit: Annotated[int, typer.Option(help="At most this many people.")] = 10,
-    server: Annotated[str, typer.Option(envvar="ROLEFERRY_SERVER", help="A running roleferry.")] = (
-        "http://127.0.0.1:8000"
-    ),
-    api_key: Annotated[
-        str | None, typer.Option(envvar="ROLEFERRY_API_KEY", help="Your API key.")
-    ] = None,
+    server: ServerOption = DEFAULT_SERVER,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Find people with these titles at a company, through a running server, as a table."""
     import httpx
@@ -293,12 +292,8 @@ def enrich(
     callback_url: Annotated[
         str | None, typer.Option(help="Also POST the summary here when done.")
     ] = None,
-    server: Annotated[str, typer.Option(envvar="ROLEFERRY_SERVER", help="A running roleferry.")] = (
-        "http://127.0.0.1:8000"
-    ),
-    api_key: Annotated[
-        str | None, typer.Option(envvar="ROLEFERRY_API_KEY", help="Your API key.")
-    ] = None,
+    server: ServerOption = DEFAULT_SERVER,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Enrich a CSV of contacts through a running server, with a progress bar. Ctrl-C is
     safe: the job goes on, and the same command with the same file follows it again."""

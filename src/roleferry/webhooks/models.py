@@ -27,7 +27,6 @@ class InboxEvent:
     event_id: str
     type: str
     occurred_at: float
-    attempts: int
     payload: dict[str, Any]
     status: str = PENDING
     outcome: str | None = None

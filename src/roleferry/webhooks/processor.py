@@ -129,7 +129,6 @@ async def _pending(session: AsyncSession, limit: int, *, for_update: bool) -> li
             table.c.event_id,
             table.c.type,
             table.c.occurred_at,
-            table.c.attempts,
             # SendGrid's effects read three fields: the database extracts them, which costs
             # far less than decoding every payload here. Stripe's are read whole.
             case((table.c.provider == "stripe", table.c.payload), else_=null()).label(
@@ -150,10 +149,9 @@ async def _pending(session: AsyncSession, limit: int, *, for_update: bool) -> li
             row.event_id,
             row.type,
             row.occurred_at,
-            row.attempts,
             row.stripe_payload
             if row.stripe_payload is not None
-            else {f: v for f, v in zip(SENDGRID_FIELDS, row[7:], strict=True) if v},
+            else {f: v for f, v in zip(SENDGRID_FIELDS, row[6:], strict=True) if v},
         )
         for row in (await session.execute(query)).all()
     ]
@@ -199,12 +197,11 @@ async def _mark(session: AsyncSession, events: list[InboxEvent], now: datetime) 
 
 
 def _count(events: list[InboxEvent], finished: float) -> None:
-    by_provider: defaultdict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+    counts: defaultdict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+    lag = {provider: WEBHOOK_LAG.labels(provider) for provider in {e.provider for e in events}}
     for event in events:
-        by_provider[event.provider][type_label(event.provider, event.type), event.status] += 1
-    for provider, counts in by_provider.items():
-        count_webhook_events(provider, counts)
-        lag = WEBHOOK_LAG.labels(provider)
-        for event in events:
-            if event.provider == provider and event.status == APPLIED:
-                lag.observe(max(0.0, finished - event.occurred_at))
+        counts[event.provider][type_label(event.provider, event.type), event.status] += 1
+        if event.status == APPLIED:
+            lag[event.provider].observe(max(0.0, finished - event.occurred_at))
+    for provider, by_outcome in counts.items():
+        count_webhook_events(provider, by_outcome)
