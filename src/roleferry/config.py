@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     callback_allow_loopback: bool | None = Field(
         None, description="Allow callbacks to loopback addresses; default: yes in development."
     )
+    callback_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Non-public networks callbacks may reach anyway (CIDRs, comma-separated).",
+    )
     dbos_poll_s: float = Field(
         0.5, gt=0, description="How often DBOS looks for messages and events (and stops)."
     )
@@ -115,8 +119,23 @@ class Settings(BaseSettings):
         default=None,
         description="Mount /sandbox; defaults to on when any provider has no key.",
     )
+    sandbox_admin_key: SecretStr | None = Field(
+        default=None,
+        description="Opens /sandbox/_control to callers that are not local (Bearer token).",
+    )
+    sandbox_webhook_targets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URL prefixes the simulators may deliver webhooks to besides this server.",
+    )
 
-    @field_validator("stripe_webhook_secret", "sandbox_faults", "waterfall", mode="before")
+    @field_validator(
+        "stripe_webhook_secret",
+        "sandbox_faults",
+        "waterfall",
+        "callback_allowed_networks",
+        "sandbox_webhook_targets",
+        mode="before",
+    )
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split_csv(value)
@@ -146,6 +165,15 @@ class Settings(BaseSettings):
             parse_fault_spec(spec)
         return value
 
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -168,7 +196,54 @@ class Settings(BaseSettings):
                     "ROLEFERRY_ENV=production needs a real API key for every provider; "
                     f"missing: {', '.join(missing)}"
                 )
+            if self.sandbox_enabled:
+                raise ValueError(
+                    "ROLEFERRY_SANDBOX_ENABLED=true is refused in production: the sandbox's "
+                    "credentials are public; unset it"
+                )
+            problems = self.webhook_secret_problems()
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _no_public_secret_for_live(self) -> Settings:
+        from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
+
+        stripe = {s.get_secret_value() for s in self.stripe_webhook_secret}
+        if self.is_live(Provider.STRIPE) and SANDBOX_STRIPE_WEBHOOK_SECRET in stripe:
+            raise ValueError(
+                "ROLEFERRY_STRIPE_WEBHOOK_SECRET holds the sandbox's public test secret while "
+                "Stripe is live: set the endpoint's signing secret from Stripe's dashboard"
+            )
+        if self.is_live(Provider.SENDGRID) and self.sendgrid_webhook_public_key:
+            from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
+
+            if self.sendgrid_webhook_public_key == public_key_b64(
+                sendgrid_signing_key(self.sandbox_seed)
+            ):
+                raise ValueError(
+                    "ROLEFERRY_SENDGRID_WEBHOOK_PUBLIC_KEY is the sandbox's test key while "
+                    "SendGrid is live: set the verification key SendGrid shows"
+                )
+        return self
+
+    def webhook_secret_problems(self) -> list[str]:
+        """Live providers whose webhook deliveries cannot be verified: all will be refused."""
+        problems = []
+        if self.is_live(Provider.STRIPE) and not self.stripe_webhook_secret:
+            problems.append(
+                "Stripe is live (ROLEFERRY_STRIPE_API_KEY is set) but "
+                "ROLEFERRY_STRIPE_WEBHOOK_SECRET is not: set the endpoint's signing secret "
+                "(whsec_...), or every Stripe webhook is refused"
+            )
+        if self.is_live(Provider.SENDGRID) and not self.sendgrid_webhook_public_key:
+            problems.append(
+                "SendGrid is live (ROLEFERRY_SENDGRID_API_KEY is set) but "
+                "ROLEFERRY_SENDGRID_WEBHOOK_PUBLIC_KEY is not: set the Event Webhook's "
+                "verification key, or every SendGrid webhook is refused"
+            )
+        return problems
 
     def api_key(self, provider: Provider) -> SecretStr | None:
         key: SecretStr | None = getattr(self, f"{provider.value}_api_key")
@@ -183,18 +258,24 @@ class Settings(BaseSettings):
 
         return self.api_key(provider) or SecretStr(SANDBOX_API_KEYS[provider.value])
 
-    def sendgrid_public_key(self) -> str:
-        """The key SendGrid events are verified with; in sandbox mode, the sandbox's."""
+    def sendgrid_public_key(self) -> str | None:
+        """The key SendGrid events are verified with: the configured one; the sandbox's only
+        while SendGrid itself is in sandbox mode; None (refuse every event) when live."""
         if self.sendgrid_webhook_public_key:
             return self.sendgrid_webhook_public_key
+        if self.is_live(Provider.SENDGRID):
+            return None
         from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
 
         return public_key_b64(sendgrid_signing_key(self.sandbox_seed))
 
     def stripe_webhook_secrets(self) -> list[str]:
-        """Every secret a Stripe signature may match; in sandbox mode, the sandbox's."""
+        """Every secret a Stripe signature may match: the configured ones; the sandbox's only
+        while Stripe itself is in sandbox mode; none (refuse every event) when live."""
         if self.stripe_webhook_secret:
             return [s.get_secret_value() for s in self.stripe_webhook_secret]
+        if self.is_live(Provider.STRIPE):
+            return []
         from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
 
         return [SANDBOX_STRIPE_WEBHOOK_SECRET]
@@ -222,4 +303,6 @@ class Settings(BaseSettings):
         """Every secret this process knows, for the log redactor."""
         values = [k.get_secret_value() for p in Provider if (k := self.api_key(p)) is not None]
         values += [s.get_secret_value() for s in self.stripe_webhook_secret]
+        if self.sandbox_admin_key is not None:
+            values.append(self.sandbox_admin_key.get_secret_value())
         return [v for v in values if len(v) >= 6]

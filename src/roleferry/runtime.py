@@ -14,6 +14,7 @@ from sqlalchemy import text
 from roleferry import migrations
 from roleferry.config import Provider, Settings
 from roleferry.db import Database, DatabaseUrls
+from roleferry.outbound import Resolver, system_resolver
 from roleferry.process_lock import ProcessLock
 from roleferry.providers.registry import Providers
 from roleferry.webhooks.inbox import InboxWriter
@@ -39,6 +40,7 @@ class Runtime:
         self.inbox_writer: InboxWriter | None = None
         self.dbos_launched = False
         self.clock: Callable[[], float] = time.time
+        self.resolver: Resolver = system_resolver
 
     @property
     def public_url(self) -> str:
@@ -82,6 +84,9 @@ class Runtime:
                 mode=mode,
                 base_url=self.settings.base_url(provider, self.public_url),
             )
+        for problem in self.settings.webhook_secret_problems():
+            # Production refuses to start (config.py); development says so loudly.
+            log.warning("webhook_secret_missing", problem=problem)
 
     async def stop(self) -> None:
         if self.dbos_launched:

@@ -90,7 +90,7 @@ async def create_job(
     rows, rejected, callback = await _read_request(request)
     if callback:
         try:
-            await check_url(callback, bool(runtime.settings.callback_allow_loopback))
+            await check_url(runtime, callback)
         except UnsafeCallback as exc:
             raise Unprocessable(str(exc), details={"field": "callback_url"}) from exc
     job, created = await service.create(

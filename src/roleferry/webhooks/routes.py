@@ -29,15 +29,32 @@ def count_refused_webhook(path: str) -> None:
 
 
 async def _receive(runtime: Runtime, provider: str, request: Request) -> JSONResponse:
-    body = await request.body()
     settings = runtime.settings
+    public_key = settings.sendgrid_public_key() if provider == "sendgrid" else None
+    secrets = settings.stripe_webhook_secrets() if provider == "stripe" else []
+    if public_key is None and not secrets:
+        # Live without its webhook secret: nothing could tell a real event from a forged one.
+        WEBHOOK_REQUESTS.labels(provider, "not_configured").inc()
+        setting = (
+            "ROLEFERRY_SENDGRID_WEBHOOK_PUBLIC_KEY"
+            if provider == "sendgrid"
+            else "ROLEFERRY_STRIPE_WEBHOOK_SECRET"
+        )
+        return error_response(
+            503,
+            "webhook_not_configured",
+            f"{provider} is live and {setting} is not set: its webhooks cannot be verified and "
+            "are refused until it is",
+            headers={"Retry-After": "3600"},
+        )
+    body = await request.body()
     try:
-        if provider == "sendgrid":
+        if public_key is not None:
             signatures.verify_sendgrid(
                 body,
                 request.headers.get(signatures.SENDGRID_SIGNATURE),
                 request.headers.get(signatures.SENDGRID_TIMESTAMP),
-                settings.sendgrid_public_key(),
+                public_key,
                 settings.sendgrid_webhook_tolerance_s,
             )
             events = inbox.parse_sendgrid(body)
@@ -45,7 +62,7 @@ async def _receive(runtime: Runtime, provider: str, request: Request) -> JSONRes
             signatures.verify_stripe(
                 body,
                 request.headers.get(signatures.STRIPE_SIGNATURE),
-                settings.stripe_webhook_secrets(),
+                secrets,
                 settings.stripe_webhook_tolerance_s,
             )
             events = inbox.parse_stripe(body)
