@@ -29,7 +29,13 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(Settings())
     settings = runtime.settings
     sandbox = (
-        Sandbox(settings.sandbox_seed, runtime.public_url, settings.sandbox_faults)
+        Sandbox.for_settings(
+            settings,
+            runtime.public_url,
+            listen_host=runtime.listen_host,
+            # Late-bound, so that a resolver swapped on the runtime (tests) applies here too.
+            resolver=lambda host, port: runtime.resolver(host, port),
+        )
         if settings.sandbox_mounted
         else None
     )

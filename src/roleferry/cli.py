@@ -98,7 +98,7 @@ def serve(
 
     settings = _settings()
     server_url = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
-    runtime = Runtime(settings, server_url)
+    runtime = Runtime(settings, server_url, listen_host=host)
     try:
         runtime.lock()
     except AlreadyRunning as exc:
@@ -207,7 +207,17 @@ def sandbox(
             parse_fault_spec(spec)
         except ValueError as exc:
             _fail(f"bad --fault: {exc}", code=2)
-    simulators = Sandbox(settings.sandbox_seed if seed is None else seed, target_url, faults)
+    simulators = Sandbox.for_settings(
+        settings.model_copy(
+            update={
+                "sandbox_seed": settings.sandbox_seed if seed is None else seed,
+                "sandbox_faults": faults,
+            }
+        ),
+        target_url,
+        listen_host=host,
+        serves_this_server=False,
+    )
     sock = _bind(host, port)
     typer.echo(f"Sandbox: http://{host}:{port}/sandbox/<provider>  (webhooks go to {target_url})")
     config = uvicorn.Config(standalone_app(simulators), log_config=None)

@@ -24,9 +24,16 @@ log = structlog.get_logger(__name__)
 
 
 class Runtime:
-    def __init__(self, settings: Settings, server_url: str = "http://127.0.0.1:8000") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        server_url: str = "http://127.0.0.1:8000",
+        listen_host: str = "127.0.0.1",
+    ) -> None:
         self.settings = settings
         self.server_url = server_url.rstrip("/")
+        # The interface `serve` listens on: the sandbox's control plane depends on it.
+        self.listen_host = listen_host
         self.urls = DatabaseUrls(settings.database_url)
         self._lock = (
             ProcessLock(self.urls.sqlite_path.with_name(self.urls.sqlite_path.name + ".lock"))

@@ -505,6 +505,9 @@ def router() -> APIRouter:
             url = body["url"]
             if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
                 raise SendGridError(400, "url must be a valid http or https URL", field="url")
+            refused = sandbox_of(request).targets.refusal("sendgrid", url)
+            if refused is not None:
+                raise SendGridError(400, f"url: {refused}", field="url")
             settings.url = url
         if "enabled" in body:
             if not isinstance(body["enabled"], bool):
