@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 REDACTED = "[REDACTED]"
+DATABASE_LOGGERS = ("sqlalchemy", "aiosqlite", "psycopg")
 
 _SENSITIVE_KEY = re.compile(
     r"(api[_-]?key|authorization|secret|password|passwd|token|signature|cookie)", re.I
@@ -128,6 +129,11 @@ def configure_logging(
         lib.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # At DEBUG the database drivers log every statement with its bound values (aiosqlite,
+    # psycopg) and SQLAlchemy its result rows: addresses, names, callback URLs with their
+    # tokens. Whatever the level asked for, they say warnings and errors only.
+    for name in DATABASE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
