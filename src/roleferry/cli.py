@@ -42,7 +42,8 @@ def _settings() -> Settings:
         settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"ROLEFERRY_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            (f"ROLEFERRY_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
             for e in exc.errors()
         )
         _fail(f"invalid configuration: {problems}", code=2)

@@ -203,7 +203,10 @@ class Settings(BaseSettings):
                 )
             problems = self.webhook_secret_problems()
             if problems:
-                raise ValueError("; ".join(problems))
+                raise ValueError(
+                    "ROLEFERRY_ENV=production needs each live provider's webhook secret: "
+                    + "; ".join(problems)
+                )
         return self
 
     @model_validator(mode="after")
