@@ -93,6 +93,13 @@ def borrow_installed_packages(clone: Path) -> None:
     script.write_text(f"#!{python}\nfrom roleferry.cli import main\n\nmain()\n")
     script.chmod(0o755)
     (venv / ".installed").touch()
+    imported = subprocess.run(
+        [str(python), "-c", "import roleferry; print(roleferry.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert imported.startswith(str(clone / "src")), imported
 
 
 @pytest.fixture
