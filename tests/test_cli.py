@@ -139,6 +139,10 @@ def test_bad_configuration_is_named(env: dict[str, str], tmp_path: Path) -> None
     assert result.returncode == 2
     assert "ROLEFERRY_DATABASE_URL" in result.stderr
     assert "Traceback" not in result.stderr
+    level = run(["migrate"], {**env, "ROLEFERRY_LOG_LEVEL": "TRACE"}, tmp_path)
+    assert level.returncode == 2
+    assert "ROLEFERRY_LOG_LEVEL: unknown log level 'TRACE'" in level.stderr
+    assert "Traceback" not in level.stderr
 
 
 def start_serve(

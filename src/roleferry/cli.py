@@ -66,7 +66,10 @@ def _settings() -> Settings:
             for e in exc.errors()
         )
         _fail(f"invalid configuration: {problems}", code=2)
-    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    try:
+        configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    except ValueError as exc:
+        _fail(f"invalid configuration: ROLEFERRY_LOG_LEVEL: {exc}", code=2)
     return settings
 
 

@@ -146,7 +146,10 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
-    handler.addFilter(LibraryChatterAtDebug(logging.getLevelName(level.upper())))
+    threshold = logging.getLevelNamesMapping().get(level.upper())
+    if threshold is None:
+        raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    handler.addFilter(LibraryChatterAtDebug(threshold))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
