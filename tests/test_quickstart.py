@@ -21,7 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer.core
+import typer.main
 
+from roleferry.cli import app
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,3 +188,19 @@ def test_readme_quick_start_and_walkthrough_work_as_written(clone: Path) -> None
         ["git", "status", "--porcelain", "--ignored=no"], cwd=clone, capture_output=True, text=True
     )
     assert status.stdout == "", f"the walkthrough left files in the repository: {status.stdout}"
+
+
+def test_readme_command_table_matches_the_cli() -> None:
+    """The README's command table has one row per command the CLI has, and no other."""
+    readme = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| `roleferry ([a-z]+)(?: ([a-z]+))?", readme, flags=re.M)
+    documented = [f"{a} {b}".strip() for a, b in rows]
+    cli = typer.main.get_command(app)
+    assert isinstance(cli, typer.core.TyperGroup)
+    commands = []
+    for name, command in cli.commands.items():
+        if isinstance(command, typer.core.TyperGroup):
+            commands += [f"{name} {sub}" for sub in command.commands]
+        else:
+            commands.append(name)
+    assert sorted(documented) == sorted(commands)
