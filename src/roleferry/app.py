@@ -59,8 +59,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        description="Contact search, bulk enrichment, outreach and payments over third-party "
-        "providers, with webhooks verified and applied exactly once.",
+        description="Contact search and bulk enrichment over third-party providers, and "
+        "SendGrid's and Stripe's webhooks, verified and applied exactly once.",
     )
     app.state.runtime = runtime
     app.state.sandbox = sandbox
