@@ -5,7 +5,7 @@ or the API's own error with its details) rather than a bare status."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ def connect_url(host: str, port: int) -> str:
 
 
 def resolve_server(
-    option: str | None, data_dir: Path, env: Mapping[str, str] = os.environ
+    option: str | None, data_dir: Callable[[], Path], env: Mapping[str, str] = os.environ
 ) -> Server:
     """The server to talk to: --server (or ROLEFERRY_SERVER), else the HOST/PORT that
     `roleferry serve` reads, else the address the local server recorded when it started,
@@ -64,7 +64,7 @@ def resolve_server(
         except ValueError:
             raise ClientError(f"PORT={env['PORT']!r} is not a port number") from None
         return Server(connect_url(env.get("HOST") or DEFAULT_HOST, port), "from HOST/PORT")
-    recorded = data_dir / SERVER_FILE
+    recorded = data_dir() / SERVER_FILE
     if recorded.is_file():
         url = recorded.read_text().strip()
         if url:

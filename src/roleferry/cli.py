@@ -245,16 +245,19 @@ def sandbox(
 
 def _client(server: str | None, api_key: str | None, timeout: float) -> ApiClient:
     """The running server and the key to use: --api-key / ROLEFERRY_API_KEY, else the local
-    admin key that `serve` saved in the data directory."""
-    settings = _settings()
-    data_dir = Path(settings.data_dir)
+    admin key that `serve` saved in the data directory (read only when needed, so that a
+    client given both needs no valid server configuration)."""
+
+    def data_dir() -> Path:
+        return Path(_settings().data_dir)
+
     try:
         target = resolve_server(server, data_dir)
     except ClientError as exc:
         _fail(exc.message, code=2)
     if api_key:
         return ApiClient(target, api_key, "from --api-key or ROLEFERRY_API_KEY", timeout)
-    key_file = data_dir / KEY_FILE
+    key_file = data_dir() / KEY_FILE
     if key_file.exists():
         return ApiClient(target, key_file.read_text().strip(), f"in {key_file}", timeout)
     _fail(
