@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def borrow_installed_packages(clone: Path) -> None:
         text=True,
         check=True,
     ).stdout.strip()
-    ours = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
+    ours = sysconfig.get_paths()["purelib"]
     (Path(site_packages) / "_quickstart_borrowed.pth").write_text(
         f"{clone / 'src'}\nimport site; site.addsitedir({ours!r})\n"
     )
