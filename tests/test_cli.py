@@ -161,7 +161,12 @@ def start_serve(
             text=True,
         )
     url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc, errors)
+    try:
+        wait_healthy(url, proc, errors)
+    except AssertionError:
+        proc.kill()
+        proc.wait(timeout=20)
+        raise
     return url, proc, errors
 
 
