@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from roleferry.api_client import (
+    ApiClient,
     ClientError,
+    Server,
     connect_url,
     detail_lines,
     normalise,
@@ -68,3 +71,75 @@ def test_details_become_one_line_per_attempt_or_field() -> None:
     fields = [{"field": "domain", "reason": "must be a bare domain"}, {"reason": "too many"}]
     assert detail_lines(fields) == ["domain: must be a bare domain", "too many"]
     assert detail_lines(None) == []
+
+
+def answering(status: int, body: bytes, content_type: str = "application/json") -> ApiClient:
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers={"content-type": content_type})
+
+    return ApiClient(
+        Server("http://rf.test", "from --server"),
+        "rf_key",
+        "from --api-key",
+        5,
+        transport=httpx.MockTransport(handle),
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "said"),
+    [
+        (200, b'{"contacts": [], "attempts": []}', "application/json", None),
+        (200, b"<html>hello</html>", "text/html", "without contacts, attempts"),
+        (200, b'{"detail": "ok"}', "application/json", "without contacts, attempts"),
+        (404, b'{"detail": "Not Found"}', "application/json", "but not as roleferry does"),
+        (502, b"Bad Gateway", "text/plain", "with HTTP 502, but not as roleferry does"),
+        (
+            401,
+            b'{"error": {"code": "unauthorized", "message": "invalid API key", "details": null}}',
+            "application/json",
+            "http://rf.test refused the API key from --api-key: invalid API key",
+        ),
+    ],
+)
+def test_each_kind_of_answer_is_named(
+    status: int, body: bytes, content_type: str, said: str | None
+) -> None:
+    """Our answer passes; another service's, a wrong shape or a refused key each say so."""
+    with answering(status, body, content_type) as client:
+        if said is None:
+            assert client.request("POST", "/x", fields=("contacts", "attempts")).json()
+            return
+        with pytest.raises(ClientError) as raised:
+            client.request("POST", "/x", fields=("contacts", "attempts"))
+    assert said in raised.value.message
+
+
+def test_an_api_error_keeps_its_details() -> None:
+    """Every provider failing gives the API's message and one line per attempt."""
+    body = (
+        b'{"error": {"code": "service_unavailable", "message": "every provider failed",'
+        b' "details": {"attempts": [{"provider": "apollo", "outcome": "timeout",'
+        b' "latency_ms": 2000, "detail": null}]}}}'
+    )
+    with answering(503, body) as client, pytest.raises(ClientError) as raised:
+        client.request("POST", "/x")
+    assert raised.value.message == "every provider failed"
+    assert raised.value.lines == ["apollo: timeout after 2000 ms"]
+
+
+def test_nothing_listening_names_the_address_and_where_it_came_from() -> None:
+    """A refused connection says which address was tried and why that one."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    server = Server("http://127.0.0.1:8731", "recorded by `roleferry serve` in x")
+    with (
+        ApiClient(server, "k", "in f", transport=httpx.MockTransport(refuse)) as client,
+        pytest.raises(ClientError) as raised,
+    ):
+        client.request("GET", "/x")
+    assert raised.value.message.startswith(
+        "cannot reach http://127.0.0.1:8731 (recorded by `roleferry serve` in x)"
+    )

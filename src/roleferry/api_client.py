@@ -122,11 +122,18 @@ def detail_lines(details: Any) -> list[str]:
 class ApiClient:
     """One running roleferry, with one key."""
 
-    def __init__(self, server: Server, key: str, key_source: str, timeout: float = 60) -> None:
+    def __init__(
+        self,
+        server: Server,
+        key: str,
+        key_source: str,
+        timeout: float = 60,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.server = server
         self.key_source = key_source
         self.auth = {"Authorization": f"Bearer {key}"}
-        self._http = httpx.Client(base_url=server.url, timeout=timeout)
+        self._http = httpx.Client(base_url=server.url, timeout=timeout, transport=transport)
 
     def __enter__(self) -> ApiClient:
         return self
@@ -154,8 +161,14 @@ class ApiClient:
             raise ClientError(
                 f"cannot reach {where}: is `roleferry serve` running there? ({exc})"
             ) from exc
-        if response.status_code in ok and _has_fields(response, fields):
-            return response
+        if response.status_code in ok:
+            missing = _missing_fields(response, fields)
+            if not missing:
+                return response
+            raise ClientError(
+                f"{where} answered {method} {path} without {', '.join(missing)}: is that "
+                "address another service, or a roleferry of another version?"
+            )
         error = _error_of(response)
         if error is None:
             raise ClientError(
@@ -169,11 +182,11 @@ class ApiClient:
         raise ClientError(error["message"], detail_lines(error.get("details")))
 
 
-def _has_fields(response: httpx.Response, fields: tuple[str, ...]) -> bool:
+def _missing_fields(response: httpx.Response, fields: tuple[str, ...]) -> list[str]:
     if not fields:
-        return True
+        return []
     try:
         body = response.json()
     except ValueError:
-        return False
-    return isinstance(body, dict) and all(f in body for f in fields)
+        return list(fields)
+    return [f for f in fields if not isinstance(body, dict) or f not in body]
