@@ -203,7 +203,10 @@ def test_transient_failures_retry_then_give_up_after_24_hours(live: LiveServer) 
     for provider in ("apollo", "clay", "hunter"):
         live.control(provider, error_rate=1.0, error_status=503)
     job_id = create(live, {"contacts": contacts(people(200, 3))}).json()["id"]
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60
+    while live.calls("apollo") == 0:  # the job has asked, and been refused
+        assert time.monotonic() < deadline, "the job never reached the providers"
+        time.sleep(0.1)
     job = httpx.get(f"{live.url}/api/v1/enrichment-jobs/{job_id}", headers=live.auth).json()
     assert job["status"] == "running"
     assert job["done"] == 0, "transient failures keep contacts pending"
