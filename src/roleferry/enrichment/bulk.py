@@ -62,6 +62,7 @@ SAVED_FIELDS = (
     "duplicate_of",
 )
 _stop_requests: set[str] = set()
+STOPPED = object()
 
 
 def request_stop(job_id: str) -> None:
@@ -147,10 +148,12 @@ class BulkEnricher:
                     .limit(CHUNK)
                 )
             )
+            # Detached: what the chunk decides is saved only by the conditional save below,
+            # never flushed by this read session over a cancel that landed meanwhile.
+            session.expunge_all()
             work = await self._plan(session, job, items)
-            await session.commit()
         asked = await self._unless_stopped(job_id, self._providers(work))
-        if asked is None:
+        if asked is STOPPED:
             return ChunkResult(cancelled=True)
         wait, answered = asked
         saves: list[tuple[str, dict[str, object]]] = []
@@ -162,7 +165,7 @@ class BulkEnricher:
             checked = await self._unless_stopped(
                 job_id, verification.verify_patterns(self.verifier, items)
             )
-            if checked is None:
+            if checked is STOPPED:
                 return ChunkResult(cancelled=True)
         for item in items:
             if item.duplicate_of is not None and item.status == "pending":
@@ -196,7 +199,7 @@ class BulkEnricher:
 
     async def _unless_stopped(self, job_id: str, work: Any) -> Any:
         """Awaits `work`, unless the job is cancelled (or otherwise closed) first: then the
-        work is abandoned and None returned, so the workflow ends and frees the user's slot
+        work is abandoned and STOPPED returned, so the workflow ends and frees the user's slot
         at once instead of after the chunk's provider calls."""
         task = asyncio.ensure_future(work)
         try:
@@ -207,7 +210,7 @@ class BulkEnricher:
                     break
                 if job_id in _stop_requests:
                     _stop_requests.discard(job_id)
-                    return None
+                    return STOPPED
                 if time.monotonic() - last_check >= CANCEL_DB_CHECK_S:
                     last_check = time.monotonic()
                     async with self.database.session() as session:
@@ -215,7 +218,7 @@ class BulkEnricher:
                             select(EnrichmentJob.status).where(EnrichmentJob.id == job_id)
                         )
                     if status is None or status in TERMINAL:
-                        return None
+                        return STOPPED
             return task.result()
         finally:
             if not task.done():
