@@ -9,6 +9,7 @@ race, and the first to land wins while the other changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import Counter
@@ -67,7 +68,7 @@ async def create(
     """The new job, or the one this Idempotency-Key already made (then False), with every
     contact saved. The job row is committed first and its contacts after it in chunks; a
     retry with the same key saves whatever contacts a crash left unsaved."""
-    digest = request_hash(request)
+    digest = await asyncio.to_thread(request_hash, request)
     job: EnrichmentJob | None = None
     if idempotency_key:
         async with database.session() as session:
