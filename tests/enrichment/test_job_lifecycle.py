@@ -390,3 +390,51 @@ def test_a_step_error_that_clears_is_retried_and_the_job_succeeds(
         assert done["status"] in ("succeeded", "partially_succeeded"), done
         assert done["done"] == 2
         assert done["reason"] is None
+
+
+@pytest.mark.postgres
+def test_list_cancel_and_retry_hold_on_postgres(tmp_path: Any, postgres_url: str) -> None:
+    """On PostgreSQL: chunked upload, listing, cancel semantics and the retry that starts a
+    job saved but never enqueued, with two retries racing to save its contacts."""
+    with live_server(tmp_path, database_url=postgres_url, apollo_rate_limit="100000/3600") as live:
+        done = wait_done(live, create(live, {"contacts": contacts(people(1800, 3))}).json()["id"])
+        assert done["done"] == 3
+        for provider in ("apollo", "clay", "hunter"):
+            live.control(provider, latency_ms=300)
+        big = create(live, {"contacts": contacts(people(1810, 120))}).json()["id"]
+        wait_for(lambda: job(live, big)["status"] == "running", what="the job to run")
+        cancelled = httpx.post(
+            f"{live.url}/api/v1/enrichment-jobs/{big}/cancel", headers=live.auth
+        ).json()
+        assert cancelled["status"] == "cancelled"
+        assert cancelled["failed"] == 0
+        assert cancelled["cancelled"] > 0
+        listed = get(live, "", limit=1).json()
+        assert [j["id"] for j in listed["jobs"]] == [big]
+        following = get(live, "", limit=1, cursor=listed["next_cursor"]).json()
+        assert [j["id"] for j in following["jobs"]] == [done["id"]]
+        live.reset()
+        persons = [p for c in WORLD.companies[1950:2000] for p in c.people][:1200]
+        assert len(persons) == 1200
+        rows = [
+            Row(i + 1, p.first_name, p.last_name, p.company_domain, None, None)
+            for i, p in enumerate(persons)
+        ]
+        owner = user_id(live)
+
+        async def save_racing(database: Database) -> list[str]:
+            request = service.JobRequest(rows, [], None)
+            made = await asyncio.gather(
+                *(service.create(database, owner, request, "pg-crash") for _ in range(3))
+            )
+            return [saved.id for saved, _ in made]
+
+        ids = in_db(live, save_racing)
+        assert len(set(ids)) == 1
+        retry = create(live, {"contacts": contacts(persons)}, **{"Idempotency-Key": "pg-crash"})
+        assert retry.json()["id"] == ids[0]
+        assert retry.json()["total"] == 1200
+        queued = job(live, ids[0])
+        assert queued["total"] == 1200
+        assert queued["done"] + queued["pending"] == 1200
+        assert [r["line"] for r in results(live, ids[0])] == list(range(1, 1201))
