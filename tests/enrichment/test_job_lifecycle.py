@@ -4,9 +4,12 @@ a crash between saving a job and starting it, and how far each found address is 
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import logging
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +21,7 @@ from roleferry.db import Database
 from roleferry.enrichment import bulk, service
 from roleferry.enrichment.intake import Row
 from roleferry.sandbox.world import World
-from tests.enrichment.test_jobs_api import contacts, create, people, results, wait_done
+from tests.enrichment.test_jobs_api import Catcher, contacts, create, people, results, wait_done
 from tests.support.live_server import LiveServer, live_server
 
 WORLD = World(7)
@@ -118,22 +121,46 @@ def test_jobs_are_listed_newest_first_paged_filtered_and_private(live: LiveServe
         assert response.json()["error"]["message"]
 
 
-def test_a_queued_job_says_what_it_waits_for(live: LiveServer) -> None:
-    """A job queued behind the same user's running job names that job as what it waits for."""
-    for provider in ("apollo", "clay", "hunter"):
-        live.control(provider, latency_ms=200)
-    key = live.new_user(f"waiter-{time.time()}@example.com")
-    big = create(live, {"contacts": contacts(people(1000, 60))}, key=key).json()["id"]
-    wait_for(lambda: job(live, big, key)["status"] == "running", what="the big job to run")
-    small = create(live, {"contacts": contacts(people(1100, 2))}, key=key).json()["id"]
-    queued = job(live, small, key)
-    assert queued["status"] == "queued"
-    assert big in queued["waiting_for"]["reason"]
-    httpx.post(
-        f"{live.url}/api/v1/enrichment-jobs/{big}/cancel",
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    wait_done(live, small, key)
+def test_a_queued_job_says_what_it_waits_for_and_can_be_cancelled(live: LiveServer) -> None:
+    """A job queued behind the same user's running job names that job as what it waits for;
+    cancelled while queued, it stays cancelled when its workflow comes round, and its callback
+    says so once."""
+    Catcher.received.clear()
+    Catcher.failures.clear()
+    catcher = http.server.HTTPServer(("127.0.0.1", 0), Catcher)
+    threading.Thread(target=catcher.serve_forever, daemon=True).start()
+    try:
+        for provider in ("apollo", "clay", "hunter"):
+            live.control(provider, latency_ms=200)
+        key = live.new_user(f"waiter-{time.time()}@example.com")
+        auth = {"Authorization": f"Bearer {key}"}
+        big = create(live, {"contacts": contacts(people(1000, 60))}, key=key).json()["id"]
+        wait_for(lambda: job(live, big, key)["status"] == "running", what="the big job to run")
+        hook = f"http://127.0.0.1:{catcher.server_port}/hook"
+        small = create(
+            live, {"contacts": contacts(people(1100, 2)), "callback_url": hook}, key=key
+        ).json()["id"]
+        queued = job(live, small, key)
+        assert queued["status"] == "queued"
+        assert big in queued["waiting_for"]["reason"]
+        assert queued["waiting_for"]["until"] is None
+        cancelled = httpx.post(f"{live.url}/api/v1/enrichment-jobs/{small}/cancel", headers=auth)
+        assert cancelled.json()["status"] == "cancelled"
+        assert cancelled.json()["cancelled"] == 2
+        httpx.post(f"{live.url}/api/v1/enrichment-jobs/{big}/cancel", headers=auth)
+        after = create(live, {"contacts": contacts(people(1120, 1))}, key=key).json()["id"]
+        wait_done(live, after, key, timeout=30)
+        assert job(live, small, key)["status"] == "cancelled"
+        wait_for(lambda: Catcher.received, what="the callback")
+        time.sleep(0.5)
+        bodies = [json.loads(body) for _headers, body in Catcher.received]
+        assert [b["data"]["id"] for b in bodies] == [small], "one callback, for the small job"
+        assert bodies[0]["data"]["status"] == "cancelled"
+        assert ISO_Z.match(bodies[0]["timestamp"])
+        notes = httpx.get(f"{live.url}/api/v1/notifications", headers=auth).json()
+        assert sum(n["data"]["id"] == small for n in notes) == 1
+    finally:
+        catcher.shutdown()
 
 
 def test_cancel_closes_the_job_frees_the_slot_notifies_and_logs_no_error(
