@@ -10,6 +10,8 @@ share of each provider's budget, saving every contact's answer as it is known.
   durably); a transient failure leaves the contact pending with exponential backoff, until
   24 hours after the job started, when it is `failed` with the reason. A contact every
   provider answered without an email is `not_found` at once.
+- A cancel stops the chunk while it waits for providers; its answers are saved with
+  conditional updates (only over contacts still pending), so a cancel always stands.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ SAVED_FIELDS = (
     "provider_calls",
     "duplicate_of",
 )
+DEFINITIVE = (AuthFailed, QuotaExhausted, InvalidRequest)
 _stop_requests: set[str] = set()
 STOPPED = object()
 
@@ -69,9 +72,6 @@ def request_stop(job_id: str) -> None:
     """Tells this process's chunk of the job, if one is running, to stop now (a cancel).
     Other processes find out from the database within CANCEL_DB_CHECK_S."""
     _stop_requests.add(job_id)
-
-
-DEFINITIVE = (AuthFailed, QuotaExhausted, InvalidRequest)
 
 
 @dataclass

@@ -310,14 +310,6 @@ async def mark_running(database: Database, job_id: str, now: float) -> bool:
         return status == "running"
 
 
-async def is_over(database: Database, job_id: str) -> bool:
-    async with database.session() as session:
-        status = await session.scalar(
-            select(EnrichmentJob.status).where(EnrichmentJob.id == job_id)
-        )
-    return status is None or status in TERMINAL
-
-
 async def cancel(database: Database, user_id: str, job_id: str, now: float) -> dict[str, Any]:
     """Cancels a queued or running job: its pending contacts become `cancelled`, the answers
     already saved stay, its owner is notified. Returns the summary for the callback."""
