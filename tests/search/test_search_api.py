@@ -190,6 +190,7 @@ def test_enrich_finds_the_email_with_source_and_confidence(live: LiveServer) -> 
         and not WORLD.clay_has_email(p)
         and WORLD.hunter_view(WORLD.by_domain[p.company_domain], p.first_name, p.last_name).correct
         and WORLD.hunter_knows_pattern(WORLD.by_domain[p.company_domain])
+        and not WORLD.hunter_lists(p)
     )
     response = post(
         live,
