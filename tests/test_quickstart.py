@@ -41,7 +41,7 @@ CHECKS: list[tuple[str, str]] = [
     (".venv/bin/roleferry search $DOMAIN --title VP --title Head", r"\d+ (person|people) \(via "),
     ("curl -s -X POST $RF/api/v1/contacts/search ", r'"contacts":\s*\[\{.*"email":\s*"[^"]+@'),
     ('curl -s "$RF/sandbox/_world/companies/$DOMAIN"', r"\A\Z"),  # quiet; `enrich` reads it
-    (".venv/bin/roleferry enrich ", r"job \w+: \d+ contacts[\s\S]*succeeded: \d+ found"),
+    (".venv/bin/roleferry enrich ", r"job \S+: \d+ contacts[\s\S]*succeeded: \d+ found"),
     ("head -3 $WORK/enriched.csv", r"^line,first_name,last_name,domain"),
     ("curl -s -X PUT $RF/sandbox/_control/apollo ", r'"down":\s*true'),
     ("curl -s $RF/sandbox/_control\n", r'"apollo":\s*\{[^}]*"down":\s*true'),
