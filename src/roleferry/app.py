@@ -77,6 +77,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         limits={
             "/webhooks/": settings.webhook_max_body_bytes,
             "/api/v1/enrichment-jobs": enrichment_routes.MAX_UPLOAD_BYTES,
+            "/jobs": enrichment_routes.MAX_UPLOAD_BYTES,  # the console's upload
         },
         on_refused=count_refused_webhook,
     )
@@ -89,7 +90,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(enrichment_routes.router)
     app.include_router(notification_routes.router)
     app.include_router(webhook_routes.admin)
-    app.include_router(web_routes.router)
+    web_routes.install(app)
     api_docs.install(app)
     if settings.bench_routes:
         app.add_api_route("/_bench/bare", health.bare, methods=["POST"], include_in_schema=False)

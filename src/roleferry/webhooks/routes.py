@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, TypeVarTuple
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import Select, Text, cast, func, select
 
 from roleferry.api.deps import AdminUser, RuntimeDep, SessionDep
 from roleferry.api.times import UtcDateTime
@@ -15,7 +16,7 @@ from roleferry.errors import Conflict, NotFound, ServiceUnavailable, error_respo
 from roleferry.monitoring.metrics import WEBHOOK_REQUESTS
 from roleferry.runtime import Runtime
 from roleferry.webhooks import inbox, signatures
-from roleferry.webhooks.models import FAILED, PENDING, WebhookEvent
+from roleferry.webhooks.models import APPLIED, FAILED, PENDING, WebhookEvent
 
 router = APIRouter(tags=["webhooks"])
 admin = APIRouter(prefix="/api/v1/admin", tags=["admin"])
@@ -107,28 +108,96 @@ class WebhookEventOut(BaseModel):
     payload: dict[str, Any]
 
 
+Row = TypeVarTuple("Row")
+
+
+class EventFilter(BaseModel):
+    """What the admin list, its counts and the console's webhook log filter on."""
+
+    provider: str | None = None
+    type: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+
+    def apply(self, query: Select[*Row]) -> Select[*Row]:
+        if self.provider:
+            query = query.where(WebhookEvent.provider == self.provider)
+        if self.type:
+            query = query.where(WebhookEvent.type == self.type)
+        if self.status:
+            query = query.where(WebhookEvent.status == self.status)
+        if self.since:
+            query = query.where(WebhookEvent.received_at >= self.since)
+        if self.until:
+            query = query.where(WebhookEvent.received_at < self.until)
+        if self.q:
+            pattern = (
+                "%" + self.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
+            query = query.where(cast(WebhookEvent.payload, Text).like(pattern, escape="\\"))
+        return query
+
+
+def event_filter(
+    provider: Annotated[str | None, Query(pattern="^(sendgrid|stripe)$")] = None,
+    type: Annotated[
+        str | None, Query(max_length=64, description="Event type, e.g. `delivered`.")
+    ] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|applied|failed)$")] = None,
+    since: Annotated[datetime | None, Query(description="Received at or after (ISO 8601).")] = None,
+    until: Annotated[datetime | None, Query(description="Received before (ISO 8601).")] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Text the payload contains.")
+    ] = None,
+) -> EventFilter:
+    return EventFilter(provider=provider, type=type, status=status, since=since, until=until, q=q)
+
+
+EventFilterDep = Annotated[EventFilter, Depends(event_filter)]
+
+
 @admin.get("/webhook-events")
 async def list_events(
     _admin: AdminUser,
     session: SessionDep,
-    provider: Annotated[str | None, Query(pattern="^(sendgrid|stripe)$")] = None,
-    status: Annotated[str | None, Query(pattern="^(pending|applied|failed)$")] = None,
+    filters: EventFilterDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before_id: Annotated[
         int | None, Query(ge=1, description="Page: events older than this.")
     ] = None,
 ) -> list[WebhookEventOut]:
-    query = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit)
-    if provider:
-        query = query.where(WebhookEvent.provider == provider)
-    if status:
-        query = query.where(WebhookEvent.status == status)
+    """Stored events, newest first, filtered by provider, type, status, time received and a
+    text match on the payload."""
+    query = filters.apply(select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit))
     if before_id:
         query = query.where(WebhookEvent.id < before_id)
     return [
         WebhookEventOut.model_validate(e, from_attributes=True)
         for e in await session.scalars(query)
     ]
+
+
+@admin.get("/webhook-events/counts")
+async def count_events(
+    _admin: AdminUser, session: SessionDep, filters: EventFilterDep
+) -> dict[str, int]:
+    """How many events match the filters, per status (pending, applied, failed)."""
+    query = filters.apply(select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status))
+    counts = {PENDING: 0, APPLIED: 0, FAILED: 0}
+    for status_, count in await session.execute(query):
+        counts[status_] = int(count)
+    return counts
+
+
+@admin.get("/webhook-events/{event_pk}")
+async def get_event(event_pk: int, _admin: AdminUser, session: SessionDep) -> WebhookEventOut:
+    """One event with its payload and what applying it did."""
+    event = await session.get(WebhookEvent, event_pk)
+    if event is None:
+        raise NotFound(f"no webhook event {event_pk}")
+    return WebhookEventOut.model_validate(event, from_attributes=True)
 
 
 @admin.post("/webhook-events/{event_pk}/replay")
