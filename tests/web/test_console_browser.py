@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import time
-import re
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -353,5 +353,6 @@ def test_another_users_job_url_is_not_found(page: Any, server: LiveServer) -> No
     page.context.clear_cookies()
     sign_in_key(page, other, "/search")
     answer = page.goto(f"/jobs/{job_id}")
-    assert answer is not None and answer.status == 404
+    assert answer is not None
+    assert answer.status == 404
     expect(page.get_by_role("heading", name="Job not found")).to_be_visible()
