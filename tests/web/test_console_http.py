@@ -200,3 +200,22 @@ def test_notifications_count_unread_and_open_marks_read(client: TestClient) -> N
     assert client.get("/api/v1/notifications/unread-count", headers=bearer(alice)).json() == {
         "unread": 0
     }
+
+
+def test_job_results_come_a_page_at_a_time(client: TestClient) -> None:
+    """`limit` and `after_line` page the JSON rows (the job page shows the first ones); the
+    CSV still holds every row."""
+    key = create_user(client, "a@example.com")
+    rows = "".join(f"P{i},Q{i},acme.com\n" for i in range(5))
+    job = client.post(
+        "/api/v1/enrichment-jobs",
+        files={"file": ("c.csv", b"first_name,last_name,domain\n" + rows.encode(), "text/csv")},
+        headers=bearer(key),
+    ).json()
+    path = f"/api/v1/enrichment-jobs/{job['id']}/results"
+    page = client.get(path, params={"limit": 2, "after_line": 3}, headers=bearer(key)).json()
+    assert [r["line"] for r in page["results"]] == [4, 5]
+    csv = client.get(path, params={"limit": 2}, headers={**bearer(key), "Accept": "text/csv"})
+    assert csv.text.count("\n") == 6, "header and five rows"
+    refused = client.get(path, params={"limit": 0}, headers=bearer(key))
+    assert refused.status_code == 422

@@ -287,15 +287,27 @@ async def job_results(
     user: CurrentUser,
     session: SessionDep,
     accept: Annotated[str | None, Header()] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=10_000, description="At most this many rows (JSON).")
+    ] = None,
+    after_line: Annotated[
+        int | None, Query(ge=0, description="Page: rows after this CSV line (JSON).")
+    ] = None,
 ) -> Response:
-    """Each contact with its email, source, confidence, status and reason; CSV with
-    `Accept: text/csv`."""
+    """Each contact with its email, source, confidence, status and reason, by line; CSV with
+    `Accept: text/csv` (always every row), JSON a page at a time with `limit`/`after_line`."""
     await service.get(session, user.id, job_id)
-    items = await session.scalars(
+    query = (
         select(EnrichmentItem).where(EnrichmentItem.job_id == job_id).order_by(EnrichmentItem.line)
     )
+    csv_wanted = bool(accept and "text/csv" in accept)
+    if after_line is not None and not csv_wanted:
+        query = query.where(EnrichmentItem.line > after_line)
+    if limit is not None and not csv_wanted:
+        query = query.limit(limit)
+    items = await session.scalars(query)
     rows = [{f: getattr(i, f) for f in RESULT_FIELDS} for i in items]
-    if accept and "text/csv" in accept:
+    if csv_wanted:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS)
         writer.writeheader()

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.api.deps import RuntimeDep, SessionDep
 from roleferry.api_client import KEY_FILE
@@ -55,7 +56,6 @@ router = APIRouter(include_in_schema=False)
 SIGNIN_COOKIE = "rf_signin"
 JOB_ROWS_SHOWN = 200
 EVENTS_SHOWN = 50
-CRITICAL_FIELDS = ("down", "hang", "error_rate", "fail_next", "latency_ms", "malformed")
 PERIODS = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
 
 
@@ -69,13 +69,17 @@ async def _page(
     template: str,
     context: dict[str, Any],
     status_code: int = 200,
+    session: AsyncSession | None = None,
 ) -> HTMLResponse:
-    """A page with the frame's needs: who is signed in, the token, the bell's count."""
+    """A page with the frame's needs: who is signed in, the token, the bell's count (read in
+    the request's own session when the route has one)."""
     unread = 0
-    if console is not None:
+    if console is not None and session is not None:
+        unread = (await notifications_api.unread_count(console.user, session)).unread
+    elif console is not None:
         runtime: Runtime = request.app.state.runtime
-        async with runtime.db.session() as session:
-            unread = (await notifications_api.unread_count(console.user, session)).unread
+        async with runtime.db.session() as own:
+            unread = (await notifications_api.unread_count(console.user, own)).unread
     return templates.TemplateResponse(
         request,
         template,
@@ -213,7 +217,9 @@ def _active_faults(faults: Faults) -> dict[str, Any]:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def integrations_page(request: Request, console: Console, runtime: RuntimeDep) -> Response:
+async def integrations_page(
+    request: Request, console: Console, runtime: RuntimeDep, session: SessionDep
+) -> Response:
     try:
         providers, problem = await _integrations(request, runtime), None
     except Exception as exc:  # the page says why and how to retry
@@ -228,8 +234,8 @@ async def integrations_page(request: Request, console: Console, runtime: Runtime
             "database": "SQLite" if runtime.urls.is_sqlite else "PostgreSQL",
             "redis": bool(runtime.settings.redis_url),
             "sandbox": runtime.settings.sandbox_mounted,
-            "fault_fields": CRITICAL_FIELDS,
         },
+        session=session,
     )
 
 
@@ -267,8 +273,8 @@ async def integrations_series(_console: Console, runtime: RuntimeDep) -> JSONRes
 
 
 @router.get("/search", response_class=HTMLResponse)
-async def search_page(request: Request, console: Console) -> Response:
-    return await _page(request, console, "search.html", {})
+async def search_page(request: Request, console: Console, session: SessionDep) -> Response:
+    return await _page(request, console, "search.html", {}, session=session)
 
 
 @router.post("/search", response_class=HTMLResponse)
@@ -331,7 +337,7 @@ async def jobs_page(
         context: dict[str, Any] = {"jobs": page.jobs, "next_cursor": page.next_cursor}
     except Exception as exc:
         context = {"jobs": [], "next_cursor": None, "problem": _problem(exc)}
-    return await _page(request, console, "jobs.html", context)
+    return await _page(request, console, "jobs.html", context, session=session)
 
 
 @router.post("/jobs", response_model=None)
@@ -361,7 +367,9 @@ async def job_page(
 ) -> Response:
     try:
         job = await jobs_api.get_job(job_id, console.user, session, runtime)
-        results = await jobs_api.job_results(job_id, console.user, session, "application/json")
+        results = await jobs_api.job_results(
+            job_id, console.user, session, "application/json", JOB_ROWS_SHOWN
+        )
     except ApiError as exc:
         status_code = exc.status_code
         return await _page(
@@ -370,18 +378,21 @@ async def job_page(
             "job.html",
             {"job": None, "problem": exc.message, "not_found": status_code == 404},
             status_code,
+            session,
         )
     rows = json.loads(bytes(results.body))["results"]
+    more_rows = max(0, job.total - len(rows))
     return await _page(
         request,
         console,
         "job.html",
         {
             "job": job,
-            "rows": rows[:JOB_ROWS_SHOWN],
-            "more_rows": max(0, len(rows) - JOB_ROWS_SHOWN),
+            "rows": rows,
+            "more_rows": more_rows,
             "started": started,
         },
+        session=session,
     )
 
 
@@ -393,7 +404,7 @@ async def job_events(job_id: str, console: Console, runtime: RuntimeDep) -> Resp
 
 @router.get("/jobs/{job_id}/results.csv")
 async def job_csv(job_id: str, console: Console, session: SessionDep) -> Response:
-    return await jobs_api.job_results(job_id, console.user, session, "text/csv")
+    return await jobs_api.job_results(job_id, console.user, session, "text/csv", None, None)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=None)
@@ -422,7 +433,11 @@ async def notifications_page(request: Request, console: Console, session: Sessio
     except Exception as exc:
         rows, problem = [], _problem(exc)
     return await _page(
-        request, console, "notifications.html", {"notifications": rows, "problem": problem}
+        request,
+        console,
+        "notifications.html",
+        {"notifications": rows, "problem": problem},
+        session=session,
     )
 
 
@@ -504,7 +519,7 @@ async def webhooks_page(
     }
     if template.startswith("_"):
         return _fragment(request, template, {"console": console, **context})
-    return await _page(request, console, template, context)
+    return await _page(request, console, template, context, session=session)
 
 
 @router.get("/admin/webhooks/{event_pk}", response_class=HTMLResponse)
@@ -525,6 +540,7 @@ async def webhook_page(
             "problem": problem,
         },
         200 if event else 404,
+        session,
     )
 
 
