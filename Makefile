@@ -6,7 +6,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench screenshots clean
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ bench: install
 	@for script in bench/[!_]*.py; do \
 		echo "== $$script"; $(BIN)/python "$$script" || exit 1; \
 	done
+
+# The console's pages as PNGs in docs/console/ (docs/console.md shows them), taken by the browser
+# tests as they walk each flow; needs /usr/bin/chromium.
+screenshots: install
+	ROLEFERRY_SCREENSHOTS=docs/console $(BIN)/pytest tests/web/test_console_browser.py -q
 
 clean:
 	rm -rf $(VENV) .roleferry .pytest_cache .mypy_cache .ruff_cache

@@ -270,7 +270,7 @@ def test_open_a_notification_from_the_bell(page: Any, server: LiveServer) -> Non
     page.locator("#bell").click()
     page.wait_for_url("**/notifications")
     check_a11y(page, "notifications")
-    page.get_by_role("button", name=re.compile(job["id"])).click()
+    page.get_by_role("link", name=re.compile(job["id"])).click()
     page.wait_for_url(f"**/jobs/{job['id']}")
     expect(page.locator("#bell [data-testid=unread]")).to_have_count(0)
 

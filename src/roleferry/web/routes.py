@@ -54,7 +54,7 @@ from roleferry.webhooks import routes as webhooks_api
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
 SIGNIN_COOKIE = "rf_signin"
-JOB_ROWS_SHOWN = 200
+JOB_ROWS_SHOWN = 100
 EVENTS_SHOWN = 50
 PERIODS = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
 
@@ -453,7 +453,10 @@ async def open_notification(
             request, console, "notifications.html", {"notifications": [], "problem": exc.message}
         )
     job_id = note.data.get("id") if note.kind.startswith("enrichment") else None
-    return RedirectResponse(f"/jobs/{quote(str(job_id))}" if job_id else "/notifications", 303)
+    target = f"/jobs/{quote(str(job_id))}" if job_id else "/notifications"
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
 
 
 @router.get("/notifications/bell", response_class=HTMLResponse)

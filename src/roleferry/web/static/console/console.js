@@ -69,11 +69,13 @@ async function drawCharts() {
     plot.replaceChildren();
     if (!series || !series.t.length) { figure.classList.remove("has-data"); return; }
     figure.classList.add("has-data");
+    const now = Date.now() / 1000;
     new uPlot({
       width: Math.max(280, plot.clientWidth || 320), height: 180,
-      scales: { x: { time: true }, pct: { range: [0, 100] } },
-      series: [{}, { label: "p50 ms", stroke: "#1f4fd1" }, { label: "p95 ms", stroke: "#7a3fd1" },
-        { label: "errors %", stroke: "#c0392b", scale: "pct" }],
+      scales: { x: { time: true, range: [now - 3600, now] }, pct: { range: [0, 100] } },
+      series: [{}, { label: "p50 ms", stroke: "#1f4fd1", points: { show: true } },
+        { label: "p95 ms", stroke: "#7a3fd1", points: { show: true } },
+        { label: "errors %", stroke: "#c0392b", scale: "pct", points: { show: true } }],
       axes: [{}, { label: "ms" }, { side: 1, scale: "pct", label: "%", grid: { show: false } }],
     }, [series.t, series.p50, series.p95, series.errors], plot);
   });
