@@ -15,6 +15,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from roleferry.config import Settings
+from roleferry.csv_export import neutralise_csv_text
 from roleferry.db import Database
 from roleferry.errors import Conflict
 from roleferry.logging import configure_logging
@@ -360,7 +361,7 @@ def enrich(
             results = client.get(
                 f"{base}/{job_id}/results", headers={**headers, "Accept": "text/csv"}
             )
-            target.write_text(results.text)
+            target.write_text(neutralise_csv_text(results.text), newline="")
     except httpx.TransportError:
         _fail(f"cannot reach {server}: is `roleferry serve` running?")
     except KeyboardInterrupt:

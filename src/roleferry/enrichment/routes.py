@@ -4,8 +4,6 @@ by notification or by a signed callback."""
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -16,6 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
+from roleferry.csv_export import write_csv
 from roleferry.enrichment import intake, service, workflows
 from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
 from roleferry.errors import BadRequest, Unprocessable
@@ -203,12 +202,8 @@ async def job_results(
     )
     rows = [{f: getattr(i, f) for f in RESULT_FIELDS} for i in items]
     if accept and "text/csv" in accept:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
         return Response(
-            buffer.getvalue(),
+            write_csv(RESULT_FIELDS, rows),
             media_type="text/csv",
             headers={"content-disposition": f'attachment; filename="{job_id}.csv"'},
         )

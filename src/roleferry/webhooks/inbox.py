@@ -42,6 +42,10 @@ STRIPE_TYPES = frozenset(
 )
 
 
+EVENT_ID_MAX = 128
+"""The length of `webhook_events.event_id`."""
+
+
 class MalformedPayload(Exception):
     """Signed correctly, but not what the provider sends: a 400."""
 
@@ -64,6 +68,14 @@ def type_label(provider: str, event_type: str) -> str:
     """A bounded metric label: known types by name, the rest as `other`."""
     known = SENDGRID_TYPES if provider == "sendgrid" else STRIPE_TYPES
     return event_type if event_type in known else "other"
+
+
+def _event_id(raw: str) -> str:
+    """The provider's id when it fits the column; a longer one by its digest, never cut, since
+    two ids alike in their first 128 characters would become one and the second be dropped."""
+    if len(raw) <= EVENT_ID_MAX:
+        return raw
+    return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _json(body: bytes) -> Any:
@@ -89,7 +101,7 @@ def parse_sendgrid(body: bytes) -> list[Incoming]:
         stamp = event.get("timestamp")
         parsed.append(
             Incoming(
-                event_id[:128],
+                _event_id(event_id),
                 kind[:64],
                 float(stamp) if isinstance(stamp, int | float) else time.time(),
                 event,
@@ -109,7 +121,7 @@ def parse_stripe(body: bytes) -> list[Incoming]:
     created = event.get("created")
     return [
         Incoming(
-            event["id"][:128],
+            _event_id(event["id"]),
             event["type"][:64],
             float(created) if isinstance(created, int | float) else time.time(),
             event,
