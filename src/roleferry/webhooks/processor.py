@@ -9,10 +9,11 @@ deleted.
 
 One event never holds up the others. A batch is applied whole (the fast path); if that
 raises, whatever the error (an unexpected payload shape, a value the database refuses), the
-batch is applied again in halves, each in a savepoint, down to the events that fail alone.
-Those are counted (`attempts`, and `retried` in the events metric) and tried again after a
-backoff that doubles, up to `max_attempts` in all, then parked as `failed` with the error:
-an admin can replay them. An event the effects reject as invalid fails at once.
+batch is applied again in chunks, each in a savepoint, and a chunk that fails in halves, down
+to the events that fail alone. Those are counted (`attempts`, and `retried` in the events
+metric) and tried again after a backoff that doubles, up to `max_attempts` in all, then parked
+as `failed` with the error: an admin can replay them. An event the effects reject as invalid
+(a value no column can hold) fails at once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ RETRIED = "retried"
 MAX_ATTEMPTS = 5
 BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
+ISOLATION_CHUNK = 100
+"""The slow path applies a batch in savepoints of this many events, then halves the chunks
+that fail: halving a whole batch re-applied it about a dozen times over (measured 7x the CPU
+and, on PostgreSQL, 800 events/s with 0.2% bad events)."""
 
 
 class InboxProcessor:
@@ -156,7 +161,11 @@ class InboxProcessor:
         self, session: AsyncSession, events: list[InboxEvent], now: float
     ) -> None:
         """The slow path: each failing event found by halving, the others applied."""
-        failures = await _bisect(session, Effects(session), events)
+        effects = Effects(session)
+        failures = []
+        for start in range(0, len(events), ISOLATION_CHUNK):
+            chunk = events[start : start + ISOLATION_CHUNK]
+            failures += await _bisect(session, effects, chunk)
         if failures:
             query = select(EVENTS_TABLE.c.id, EVENTS_TABLE.c.attempts).where(
                 EVENTS_TABLE.c.id.in_([e.id for e, _ in failures])
@@ -257,8 +266,8 @@ async def _effects(effects: Effects, events: list[InboxEvent]) -> None:
 async def _bisect(
     session: AsyncSession, effects: Effects, events: list[InboxEvent]
 ) -> list[tuple[InboxEvent, Exception]]:
-    """Applies `events` in a savepoint; if that fails, each half in its own, and so on: a few
-    savepoints find a few bad events among thousands. Returns the events that fail alone."""
+    """Applies `events` in a savepoint; if that fails, each half in its own, and so on down to
+    the events that fail alone, which it returns."""
     try:
         async with session.begin_nested():
             await _effects(effects, events)
