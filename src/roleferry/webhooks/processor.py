@@ -56,8 +56,8 @@ BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
 ISOLATION_CHUNK = 100
 """The slow path applies a batch in savepoints of this many events, then halves the chunks
-that fail: halving a whole batch re-applied it about a dozen times over (measured 7x the CPU
-and, on PostgreSQL, 800 events/s with 0.2% bad events)."""
+that fail. Halving the whole batch of 2,000 re-applies most of it at each of about eleven
+levels when bad events are spread out: with 0.2% of them, chunks took about a third less CPU."""
 
 
 class InboxProcessor:
@@ -160,7 +160,8 @@ class InboxProcessor:
     async def _apply_isolated(
         self, session: AsyncSession, events: list[InboxEvent], now: float
     ) -> None:
-        """The slow path: each failing event found by halving, the others applied."""
+        """The slow path: the events that fail alone found and retried or parked, the others
+        applied, all marked in the caller's transaction."""
         effects = Effects(session)
         failures = []
         for start in range(0, len(events), ISOLATION_CHUNK):
