@@ -245,6 +245,9 @@ def test_values_that_cannot_be_stored_fail_their_event_at_once_with_the_reason(
         "metadata must be an object": checkout("cs_meta", metadata=["a", "list"]),
         "data.object.id is 300": checkout("cs_" + "x" * 297),
         "payment_intent must be a string": checkout("cs_pi", payment_intent=12),
+        "client_reference_id must be a string, not dict": checkout(
+            "cs_ref_object", client_reference_id={"id": "u1"}
+        ),
     }
     for event in bad_stripe.values():
         assert post_stripe(client, event).status_code == 200

@@ -142,7 +142,7 @@ class Effects:
             return
         try:
             obj, object_id = _object(event.payload)
-            intent_id = _text(obj, "payment_intent", STRIPE_ID_MAX)
+            intent_id = _text(obj, "payment_intent", STRIPE_ID_MAX, expandable=True)
             metadata = _metadata(obj)
             reference_user = _text(obj, "client_reference_id", USER_ID_MAX)
             metadata_user = _text(metadata, "metadata.user_id", USER_ID_MAX, key="user_id")
@@ -301,11 +301,13 @@ def _object(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return obj, object_id
 
 
-def _text(obj: dict[str, Any], name: str, limit: int, *, key: str | None = None) -> str | None:
-    """A string field that fits its column; Stripe's expandable fields (`payment_intent`) may
-    come as an object with an id."""
+def _text(
+    obj: dict[str, Any], name: str, limit: int, *, key: str | None = None, expandable: bool = False
+) -> str | None:
+    """A string field that fits its column; an expandable one (`payment_intent`) may come as
+    the object itself, with its id."""
     value = obj.get(key or name)
-    if isinstance(value, dict):
+    if expandable and isinstance(value, dict):
         value = value.get("id")
     if value is None or value == "":
         return None
