@@ -145,6 +145,11 @@ def test_a_failing_event_is_retried_with_backoff_then_parked_while_the_rest_flow
     assert row.retry_at == clock.now + BACKOFF_S
     assert "poisoned for the test" in str(row.outcome)
 
+    admin = bearer(create_user(client, "root@example.com", is_admin=True))
+    listed = client.get(
+        "/api/v1/admin/webhook-events", params={"status": "pending"}, headers=admin
+    ).json()
+    assert [(e["attempts"], e["retry_at"]) for e in listed] == [(1, clock.now + BACKOFF_S)]
     for _ in range(5):
         assert run_batch(client) == 0, "not read again before its backoff is over"
     later = [sendgrid_event("bounce", f"later{i}@example.com") for i in range(5)]
@@ -174,7 +179,6 @@ def test_a_failing_event_is_retried_with_backoff_then_parked_while_the_rest_flow
     assert metric(client, "failed", "bounce") - failed == 1
 
     cure(client)
-    admin = bearer(create_user(client, "root@example.com", is_admin=True))
     replayed = client.post(f"/api/v1/admin/webhook-events/{row.id}/replay", headers=admin)
     assert replayed.status_code == 200
     assert run_batch(client) == 1

@@ -84,6 +84,7 @@ class WebhookEventOut(BaseModel):
     status: str
     attempts: int
     outcome: str | None
+    retry_at: float | None
     occurred_at: float
     received_at: datetime
     applied_at: datetime | None
