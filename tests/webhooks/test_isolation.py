@@ -309,3 +309,22 @@ def test_the_running_processor_retries_a_bounded_number_of_times(
         time.sleep(1.2)
         row = event_row(client, bad["sg_event_id"])
         assert (row.status, row.attempts) == ("failed", 3)
+
+
+def test_a_nul_character_in_a_payload_stops_nothing(driven: tuple[TestClient, Clock]) -> None:
+    """A signed event holding `\\u0000` (in its id, its address, a field nobody reads) is
+    stored with U+FFFD in its place. On PostgreSQL text cannot hold a NUL: the delivery failed
+    with a 500 (and so did those sharing its commit), and a NUL anywhere in a stored payload
+    failed every read of the pending batch, so nothing would ever apply again."""
+    client, _clock = driven
+    odd = sendgrid_event("bounce", "nul\u0000@example.com", sg_event_id="id\u0000nul")
+    unread = sendgrid_event("open", "quiet@example.com", note="a\u0000b")
+    good = [sendgrid_event("open", f"g{i}@example.com") for i in range(3)]
+    assert post_sendgrid(client, [odd, unread, *good]).json() == {"accepted": 5, "duplicates": 0}
+    stripe = checkout("cs_nul\u0000", client_reference_id="u\u0000")
+    assert post_stripe(client, stripe).status_code == 200
+    assert run_batch(client) == 6
+    assert by_status(client, "applied") == 6
+    assert event_row(client, "id\ufffdnul").payload["email"] == "nul\ufffd@example.com"
+    assert event_row(client, unread["sg_event_id"]).payload["note"] == "a\ufffdb"
+    assert count(client, Suppression, Suppression.email == "nul\ufffd@example.com") == 1
