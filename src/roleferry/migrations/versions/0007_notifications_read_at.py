@@ -1,7 +1,7 @@
 """notifications: read_at, so that the console's bell counts the unread ones
 
-Revision ID: 0006_notifications_read_at
-Revises: 0005_jobs_cancel_verification
+Revision ID: 0007_notifications_read_at
+Revises: 0006_webhook_attempts
 Create Date: 2026-11-26 05:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_notifications_read_at"
-down_revision: str | None = "0005_jobs_cancel_verification"
+revision: str = "0007_notifications_read_at"
+down_revision: str | None = "0006_webhook_attempts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
