@@ -184,7 +184,7 @@ def test_search_by_keyboard_shows_the_indicator_then_people_and_attempts(
     page: Any, server: LiveServer
 ) -> None:
     """Keyboard only: the loading indicator shows at once, then people with source,
-    confidence and verification, and the attempts behind them."""
+    confidence and verification, and the attempts behind them; "Enrich" on a person answers."""
     server.control("apollo", latency_ms=700)
     sign_in_local(page)
     page.goto("/search")
@@ -202,6 +202,8 @@ def test_search_by_keyboard_shows_the_indicator_then_people_and_attempts(
     assert page.locator("#people tbody tr").count() >= 2
     expect(page.locator("#attempts")).to_contain_text("apollo")
     expect(page.locator("#people")).to_contain_text("apollo")
+    page.locator("#people tbody tr").first.get_by_role("button", name=re.compile("^Enrich")).click()
+    expect(page.locator("#enrich-1")).to_contain_text(re.compile(r"@|No email found"))
     check_a11y(page, "search")
 
 

@@ -7,8 +7,9 @@ import re
 
 from fastapi.testclient import TestClient
 
+from roleferry.config import Settings
 from roleferry.web.session import COOKIE
-from tests.conftest import bearer, create_user
+from tests.conftest import bearer, create_user, start_client
 
 CSV = b"first_name,last_name,domain\nAda,Lovelace,acme.com\n"
 
@@ -219,3 +220,58 @@ def test_job_results_come_a_page_at_a_time(client: TestClient) -> None:
     assert csv.text.count("\n") == 6, "header and five rows"
     refused = client.get(path, params={"limit": 0}, headers=bearer(key))
     assert refused.status_code == 422
+
+
+def test_a_page_whose_data_fails_to_load_says_why_and_how_to_retry(client: TestClient) -> None:
+    """A jobs page with a cursor that is not the user's shows the API's reason and a reload."""
+    sign_in(client, create_user(client, "a@example.com"))
+    page = client.get("/jobs", params={"cursor": "job_nope"})
+    assert "This page could not load its data" in page.text
+    assert "is not one of your jobs" in page.text
+    assert "reload this page</a> to retry" in page.text
+
+
+def test_a_bad_csv_upload_says_what_to_fix(client: TestClient) -> None:
+    """The API's 422 for a CSV without the needed columns comes back as a readable fragment."""
+    csrf = sign_in(client, create_user(client, "a@example.com"))
+    answer = client.post(
+        "/jobs",
+        data={"csrf_token": csrf},
+        files={"file": ("c.csv", b"name,company\nAda,acme\n", "text/csv")},
+        headers={"HX-Request": "true"},
+    )
+    assert answer.status_code == 422
+    assert 'role="alert"' in answer.text
+    assert "Could not do that" in answer.text
+
+
+def test_sign_in_goes_back_only_to_a_path_of_this_server(client: TestClient) -> None:
+    """`next` cannot send the browser to another site after signing in."""
+    key = create_user(client, "a@example.com")
+    for target, expected in (("/jobs", "/jobs"), ("//evil.example", "/"), ("/\\evil", "/")):
+        client.cookies.clear()
+        page = client.get("/signin")
+        token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+        assert token is not None
+        answer = client.post(
+            "/signin",
+            data={"signin_token": token.group(1), "api_key": key, "next": target},
+            follow_redirects=False,
+        )
+        assert answer.headers["location"] == expected
+
+
+def test_the_session_cookie_is_secure_behind_https(settings: Settings) -> None:
+    """With an https public URL (TLS ended at a proxy) the cookie is marked Secure."""
+    secure = settings.model_copy(update={"public_url": "https://console.example"})
+    with start_client(secure) as client:
+        key = create_user(client, "a@example.com")
+        page = client.get("/signin")
+        token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+        assert token is not None
+        answer = client.post(
+            "/signin",
+            data={"signin_token": token.group(1), "api_key": key},
+            follow_redirects=False,
+        )
+        assert "Secure" in answer.headers["set-cookie"]

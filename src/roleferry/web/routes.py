@@ -32,7 +32,7 @@ from roleferry.runtime import Runtime
 from roleferry.sandbox.app import Sandbox
 from roleferry.sandbox.control import Faults
 from roleferry.search import routes as search_api
-from roleferry.search.models import SearchRequest
+from roleferry.search.models import EnrichRequest, SearchRequest
 from roleferry.users import service as users
 from roleferry.users.models import ApiKey
 from roleferry.web.session import (
@@ -111,6 +111,14 @@ def _local_key(runtime: Runtime, request: Request) -> str | None:
         return None
 
 
+def _local_path(target: str) -> str:
+    """Where to go after signing in: a path on this server only (no open redirect; browsers
+    read `/\\host` as `//host`)."""
+    if target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return "/"
+
+
 # Sign-in and out -----------------------------------------------------------------------------
 
 
@@ -127,7 +135,7 @@ async def signin_page(
         "signin.html",
         {
             "signin_token": token,
-            "next": next if next.startswith("/") and not next.startswith("//") else "/",
+            "next": _local_path(next),
             "error": error,
             "local": _local_key(runtime, request) is not None,
         },
@@ -162,7 +170,7 @@ async def signin(
         )
     key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == users.hash_key(raw)))
     assert key is not None
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    target = _local_path(next)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
@@ -313,6 +321,31 @@ async def search(
         "_search_results.html",
         {"result": result, "attempts": [a.model_dump() for a in result.attempts]},
     )
+
+
+@router.post("/search/enrich", response_class=HTMLResponse)
+async def enrich(
+    request: Request,
+    console: CsrfConsole,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    first_name: Annotated[str, Form()] = "",
+    last_name: Annotated[str, Form()] = "",
+    domain: Annotated[str, Form()] = "",
+) -> Response:
+    """One person's email, as `POST /api/v1/contacts/enrich` finds it."""
+    try:
+        query = EnrichRequest.model_validate(
+            {"first_name": first_name, "last_name": last_name, "domain": domain}
+        )
+        waterfall = await search_api.get_waterfall(runtime)
+        found = await search_api.enrich_contact(query, console.user, session, runtime, waterfall)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _fragment(request, "_enriched.html", {"problem": problems}, 422)
+    except ApiError as exc:
+        return _fragment(request, "_enriched.html", {"problem": exc.message}, exc.status_code)
+    return _fragment(request, "_enriched.html", {"found": found})
 
 
 def _fragment(
