@@ -4,12 +4,15 @@ test_console_browser.py."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from roleferry.config import Settings
 from roleferry.web.session import COOKIE
-from tests.conftest import bearer, create_user, start_client
+from tests.conftest import bearer, create_user, make_settings, start_client
 
 CSV = b"first_name,last_name,domain\nAda,Lovelace,acme.com\n"
 
@@ -122,7 +125,23 @@ def test_another_users_job_is_not_found_and_admin_pages_are_for_admins(
 
 
 def test_admin_webhook_api_filters_counts_and_shows_one(client: TestClient) -> None:
-    """The API the log page uses: filters by type and payload text, counts per status."""
+    """The API the log page uses: filters by type, time and payload text, counts per status."""
+    check_webhook_filters(client)
+
+
+@pytest.mark.postgres
+def test_admin_webhook_filters_and_console_sign_in_on_postgres(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The same filters (the payload cast to text, times with zones) and a console session on
+    PostgreSQL."""
+    with start_client(make_settings(tmp_path, database_url=postgres_url)) as client:
+        check_webhook_filters(client)
+        sign_in(client, create_user(client, "pg@example.com"))
+        assert client.get("/admin/webhooks", follow_redirects=False).status_code == 403
+
+
+def check_webhook_filters(client: TestClient) -> None:
     admin = create_user(client, "root@example.com", is_admin=True)
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
 
@@ -156,6 +175,13 @@ def test_admin_webhook_api_filters_counts_and_shows_one(client: TestClient) -> N
     assert [e["event_id"] for e in matched] == ["e3"], "% and _ match themselves"
     counts = client.get("/api/v1/admin/webhook-events/counts", headers=bearer(admin)).json()
     assert counts == {"pending": 0, "applied": 5, "failed": 1}
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    earlier = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    for params, expected in (({"since": later}, 0), ({"since": earlier, "until": later}, 6)):
+        listed = client.get(
+            "/api/v1/admin/webhook-events", params=params, headers=bearer(admin)
+        ).json()
+        assert len(listed) == expected, params
     one = client.get(f"/api/v1/admin/webhook-events/{matched[0]['id']}", headers=bearer(admin))
     assert one.json()["payload"]["note"] == "50%_off"
     missing = client.get("/api/v1/admin/webhook-events/999999", headers=bearer(admin))
