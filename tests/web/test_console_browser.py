@@ -280,7 +280,8 @@ def test_open_a_notification_from_the_bell(page: Any, server: LiveServer) -> Non
 def test_a_fault_injected_on_the_page_opens_the_breaker_there(
     page: Any, server: LiveServer
 ) -> None:
-    """Take Apollo down from the page; after failing searches its circuit shows open, live."""
+    """Take Apollo down from the page; after failing searches its circuit shows open, live,
+    and its chart has points."""
     sign_in_local(page)
     form = page.get_by_role("form", name="Faults of apollo")
     form.get_by_label("Down (503 to everything)").check()
@@ -296,6 +297,8 @@ def test_a_fault_injected_on_the_page_opens_the_breaker_there(
             timeout=15,
         )
     expect(page.get_by_test_id("circuit-apollo")).to_have_text("open", timeout=10_000)
+    page.reload()
+    expect(page.locator('.chart[data-provider="apollo"].has-data canvas')).to_be_visible()
     check_a11y(page, "integrations")
 
 
