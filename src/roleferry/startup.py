@@ -52,7 +52,7 @@ def banner(
     lines = [
         "",
         f"RoleFerry is ready at {public_url}",
-        f"  Dashboard       {public_url}/",
+        f"  Console         {public_url}/",
         f"  API reference   {public_url}/docs  (or /redoc)",
         f"  Providers       {'; '.join(modes)}",
     ]
