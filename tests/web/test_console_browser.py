@@ -24,6 +24,7 @@ from roleferry.db import Database
 from roleferry.sandbox.world import World
 from roleferry.users import service
 from roleferry.webhooks.models import WebhookEvent
+from tests.conftest import REQUIRE_SERVICES
 from tests.support.live_server import LiveServer, live_server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -50,10 +51,6 @@ TARGET = next(
     for c in WORLD.companies
     if WORLD.apollo_knows_company(c)
     and sum(1 for p in c.people if WORLD.apollo_knows(p) and "engineer" in p.title.lower()) >= 2
-)
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is missing: apt-get install chromium"
 )
 
 
@@ -89,7 +86,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser(server: LiveServer) -> Iterator[Any]:
-    """After the server: its start-up runs asyncio, which a running sync Playwright forbids."""
+    """After the server: its start-up runs asyncio, which a running sync Playwright forbids.
+    Without chromium the tests skip, or fail under ROLEFERRY_REQUIRE_SERVICES=1 (CI)."""
+    if shutil.which(CHROMIUM) is None:
+        message = f"{CHROMIUM} is missing: apt-get install chromium"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
     with playwright_api.sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
