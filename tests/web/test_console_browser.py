@@ -169,8 +169,11 @@ def upload(page: Any, rows: int, name: str = "contacts.csv") -> str:
     return str(page.url.split("/jobs/")[1].split("?")[0])
 
 
-def test_sign_in_as_the_local_user_and_sign_out(page: Any) -> None:
-    """The embedded default offers the local user; signing out ends the session."""
+def test_sign_in_as_the_local_user_and_sign_out(page: Any, server: LiveServer) -> None:
+    """The embedded default offers the local user (not through a proxy); signing out ends the
+    session."""
+    proxied = httpx.get(f"{server.url}/signin", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert "Sign in as the local user" not in proxied.text, "a proxy makes everyone look local"
     page.goto("/jobs")
     expect(page).to_have_title("Sign in · RoleFerry")
     check_a11y(page, "signin")
