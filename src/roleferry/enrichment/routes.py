@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -23,6 +24,7 @@ from roleferry.notifications.callbacks import UnsafeCallback, check_url
 
 router = APIRouter(prefix="/api/v1/enrichment-jobs", tags=["enrichment"])
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+_FEED_BYTES = 64 * 1024  # parsed per worker-thread hop
 
 
 class JobAccepted(BaseModel):
@@ -49,9 +51,8 @@ class JobOut(BaseModel):
     callback_url: str | None
 
 
-async def _read_request(
-    request: Request,
-) -> tuple[list[intake.Row], list[dict[str, Any]], str | None]:
+async def _read_request(request: Request) -> tuple[intake.Upload, str | None]:
+    """The upload, parsed as it streams in and in a worker thread (see intake)."""
     ctype = request.headers.get("content-type", "")
     try:
         if ctype.startswith("multipart/form-data"):
@@ -59,24 +60,37 @@ async def _read_request(
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise Unprocessable("send the CSV as a multipart file field named `file`")
-            rows, rejected = intake.from_csv(await upload.read())
+            await upload.seek(0)
+            parsed = await anyio.to_thread.run_sync(intake.from_csv, upload.file)
             callback = form.get("callback_url")
-            return rows, rejected, str(callback) if callback else None
-        try:
-            body = json.loads(await request.body() or b"null")
-        except json.JSONDecodeError as exc:
-            raise Unprocessable(f"the body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict) or "contacts" not in body:
-            raise Unprocessable(
-                'send {"contacts": [...], "callback_url"?} as JSON, or a CSV as multipart `file`'
-            )
-        callback = body.get("callback_url")
+        else:
+            parsed = await _read_json(request)
+            callback = parsed.fields.get("callback_url")
         if callback is not None and not isinstance(callback, str):
             raise Unprocessable("callback_url must be a URL string")
-        rows, rejected = intake.from_json(body["contacts"])
-        return rows, rejected, callback
+        return parsed, callback or None
     except intake.IntakeError as exc:
         raise Unprocessable(str(exc), details={"rejected": exc.rejected}) from exc
+
+
+async def _read_json(request: Request) -> intake.Upload:
+    parser = intake.JsonUpload()
+    pending = bytearray()
+    stream = request.stream()
+    try:
+        async for chunk in stream:
+            pending += chunk
+            if len(pending) >= _FEED_BYTES:
+                await anyio.to_thread.run_sync(parser.feed, bytes(pending))
+                pending.clear()
+        await anyio.to_thread.run_sync(parser.feed, bytes(pending))
+        return await anyio.to_thread.run_sync(parser.finish)
+    except intake.IntakeError:
+        # Refused before the end: the rest is read (not parsed) so that the client, still
+        # sending, gets the answer rather than a reset connection.
+        async for _ in stream:
+            pass
+        raise
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
@@ -87,7 +101,8 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
     """Queues contacts to enrich (JSON, or a CSV upload of up to 10,000 rows)."""
-    rows, rejected, callback = await _read_request(request)
+    upload, callback = await _read_request(request)
+    rows, rejected = upload.rows, upload.rejected
     if callback:
         try:
             await check_url(callback, bool(runtime.settings.callback_allow_loopback))

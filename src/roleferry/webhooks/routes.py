@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from roleferry.api.deps import AdminUser, RuntimeDep, SessionDep
+from roleferry.api.inputs import RowId
 from roleferry.errors import Conflict, NotFound, ServiceUnavailable, error_response
 from roleferry.monitoring.metrics import WEBHOOK_REQUESTS
 from roleferry.runtime import Runtime
@@ -97,9 +98,7 @@ async def list_events(
     provider: Annotated[str | None, Query(pattern="^(sendgrid|stripe)$")] = None,
     status: Annotated[str | None, Query(pattern="^(pending|applied|failed)$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: Annotated[
-        int | None, Query(ge=1, description="Page: events older than this.")
-    ] = None,
+    before_id: Annotated[RowId | None, Query(description="Page: events older than this.")] = None,
 ) -> list[WebhookEventOut]:
     query = select(WebhookEvent).order_by(WebhookEvent.id.desc()).limit(limit)
     if provider:
@@ -115,7 +114,7 @@ async def list_events(
 
 
 @admin.post("/webhook-events/{event_pk}/replay")
-async def replay_event(event_pk: int, _admin: AdminUser, runtime: RuntimeDep) -> WebhookEventOut:
+async def replay_event(event_pk: RowId, _admin: AdminUser, runtime: RuntimeDep) -> WebhookEventOut:
     """Queues a failed event to be applied again (an applied one is refused: no double effects)."""
     async with runtime.db.write_session() as session:
         event = await session.get(WebhookEvent, event_pk)
