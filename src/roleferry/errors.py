@@ -16,6 +16,7 @@ Body: {"error": {"code": "...", "message": "...", "details": ...}}
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -196,6 +197,16 @@ def _unparsable_body(exc: StarletteHTTPException) -> str | None:
     return None
 
 
+def _allowed_methods(app: FastAPI, request: Request, headers: dict[str, str]) -> str:
+    """Every method the path takes: Starlette names only those of the first route that
+    matched the path, though each method of a path is its own route."""
+    methods = {m.strip() for m in headers.get("Allow", "").split(",") if m.strip()}
+    for template, item in app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {method.upper() for method in item}
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -210,10 +221,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", message, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         message = _unparsable_body(exc) or message
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(app, request, headers or {})}
         return error_response(exc.status_code, _code_for(exc.status_code), message, None, headers)
 
     @app.exception_handler(Exception)

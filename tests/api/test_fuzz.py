@@ -1,4 +1,8 @@
-"""Schemathesis over the whole OpenAPI document, every check on, against a live server."""
+"""Schemathesis over the whole OpenAPI document, with every check, against a live server with
+an authenticated user: no generated request, valid or not, gets a 5xx or an undocumented answer.
+
+Bounded (25 examples per operation, about 30 s here) so that it runs in every test run.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from roleferry.app import create_app
 from roleferry.runtime import Runtime
@@ -19,10 +24,24 @@ from tests.support.live_server import LiveServer, live_server
 _DOC = create_app(Runtime(make_settings(Path(tempfile.gettempdir())))).openapi()
 schema = schemathesis.openapi.from_dict(_DOC)
 
+# Creating a job takes the good rows and reports the bad ones (a 202 with `rejected`), and a
+# callback URL is accepted only when it resolves to a public address: whether a request is
+# accepted depends on more than its schema, so the two acceptance checks do not apply there.
+# Every other check, the 5xx one included, still runs on it.
+_PARTIAL = {
+    ("POST", "/api/v1/enrichment-jobs"): [positive_data_acceptance, negative_data_rejection]
+}
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("fuzz")) as live:
+    # Budgets large enough that the providers' own limits, not ours, are never the answer.
+    with live_server(
+        tmp_path_factory.mktemp("fuzz"),
+        apollo_rate_limit="100000/3600",
+        clay_rate_limit="100000/1",
+        hunter_rate_limit="100000/1",
+    ) as live:
         yield live
 
 
@@ -32,4 +51,5 @@ def test_no_route_answers_a_server_error_or_breaks_its_schema(
     case: schemathesis.Case, server: LiveServer
 ) -> None:
     """Generated valid and invalid requests get documented answers, never a 5xx."""
-    case.call_and_validate(base_url=server.url, headers=server.auth)
+    excluded = _PARTIAL.get((case.operation.method.upper(), case.operation.path), [])
+    case.call_and_validate(base_url=server.url, headers=server.auth, excluded_checks=excluded)

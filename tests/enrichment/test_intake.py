@@ -116,6 +116,16 @@ def test_the_row_cap_stops_the_parse_at_the_first_extra_row() -> None:
         from_csv(csv_rows)
 
 
+def test_chunks_of_any_size_parse_the_same() -> None:
+    """A body fed byte by byte, or with empty chunks between, gives the same rows."""
+    body = b'{"contacts": [{"first_name": "A", "last_name": "B", "domain": "ab.io"}]}'
+    parser = JsonUpload()
+    for byte in body:
+        parser.feed(b"")
+        parser.feed(bytes([byte]))
+    assert [(r.first_name, r.domain) for r in parser.finish().rows] == [("A", "ab.io")]
+
+
 def test_a_body_of_tiny_values_is_refused_before_it_is_all_parsed() -> None:
     """Millions of tiny values inside one contact hit the value bound, not the memory."""
     parser = JsonUpload()

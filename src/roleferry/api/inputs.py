@@ -11,7 +11,15 @@ from annotated_types import Ge, Le
 from pydantic import AfterValidator, Field
 
 INT64_MAX = 2**63 - 1
-_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# What a domain field accepts, documented as its pattern and checked with the same expression:
+# an optional scheme, a host (up to 4 labels of up to 55 characters and a TLD, so at most 253
+# characters in all), an optional trailing dot, port and path.
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,53}[a-zA-Z0-9])?"
+DOMAIN_PATTERN = (
+    rf"^\s*(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?(?:{_LABEL}\.){{1,4}}[a-zA-Z]{{2,24}}\.?"
+    r"(?::[0-9]{1,5})?(?:[/?#]\S*)?\s*$"
+)
+_DOMAIN = re.compile(DOMAIN_PATTERN)
 
 # An integer id, cursor or count: a larger one cannot be stored (SQLite and PostgreSQL BIGINT),
 # so it is refused as invalid input instead of failing in the driver.
@@ -22,21 +30,22 @@ RowId = Annotated[int, Ge(1), Le(INT64_MAX)]
 def normalise_domain(value: str) -> str:
     """The host of a domain or URL: `https://www.Acme.com:443/about` → `acme.com`.
 
-    Scheme, user, port, path, query, a trailing dot and a leading `www.` are dropped; the rest
-    is lowercased (international names in their ASCII form)."""
+    Scheme, port, path, query, a trailing dot and a leading `www.` are dropped; the rest is
+    lowercased."""
     text = value.strip()
-    try:
-        host = urlsplit(text if "://" in text else "//" + text).hostname or ""
-        host = host.rstrip(".").removeprefix("www.").encode("idna").decode("ascii")
-    except (ValueError, UnicodeError):
-        host = ""
-    if not _DOMAIN.match(host):
+    if not _DOMAIN.match(text):
         raise ValueError(f"must be a domain like acme.com, or a URL on it (got {text[:100]!r})")
-    return host
+    host = (urlsplit(text if "://" in text else "//" + text).hostname or "").rstrip(".")
+    bare = host.removeprefix("www.")
+    return bare if "." in bare else host
 
 
 Domain = Annotated[
     str,
-    Field(examples=["acme.com"], max_length=2048, description="A domain, or a URL on it."),
+    Field(
+        examples=["acme.com"],
+        description="A domain, or a URL on it.",
+        json_schema_extra={"pattern": DOMAIN_PATTERN},
+    ),
     AfterValidator(normalise_domain),
 ]

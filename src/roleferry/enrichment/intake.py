@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import ijson
 
-from roleferry.api.inputs import normalise_domain
+from roleferry.api.inputs import DOMAIN_PATTERN, normalise_domain
 
 MAX_ROWS = 10_000
 # A contact is a flat object of a few text fields (about 12 JSON values); a body with far more
@@ -41,6 +41,52 @@ ALIASES = {
     "linkedin url": "linkedin_url",
 }
 _LINKEDIN = re.compile(r"^https?://([a-z]{2,3}\.)?linkedin\.com/", re.I)
+
+
+_TEXT = {"type": "string", "pattern": r"\S"}
+_CONTACT = {
+    "type": "object",
+    "required": ["first_name", "last_name", "domain"],
+    "properties": {
+        "first_name": {**_TEXT, "maxLength": 100},
+        "last_name": {**_TEXT, "maxLength": 100},
+        "domain": {"type": "string", "pattern": DOMAIN_PATTERN},
+        "title": {"type": "string", "maxLength": 200},
+        "linkedin_url": {"type": "string", "pattern": _LINKEDIN.pattern},
+    },
+}
+# The body the route reads itself (it streams it), for the API reference.
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["contacts"],
+                "properties": {
+                    "contacts": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_ROWS,
+                        "items": _CONTACT,
+                        "description": "Rows that fail these rules are reported as `rejected`.",
+                    },
+                    "callback_url": {"type": "string", "description": "Signed POST when done."},
+                },
+            }
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "UTF-8 CSV."},
+                    "callback_url": {"type": "string"},
+                },
+            }
+        },
+    },
+}
 
 
 class IntakeError(ValueError):
@@ -169,6 +215,8 @@ class JsonUpload:
         self._builder: ijson.ObjectBuilder | None = None
 
     def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return  # an empty send would end the parser: only finish() does that
         try:
             self._parser.send(chunk)
         except ijson.JSONError as exc:

@@ -93,7 +93,12 @@ async def _read_json(request: Request) -> intake.Upload:
         raise
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    openapi_extra={"requestBody": intake.REQUEST_BODY},
+)
 async def create_job(
     request: Request,
     user: CurrentUser,
