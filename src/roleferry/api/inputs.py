@@ -16,8 +16,8 @@ INT64_MAX = 2**63 - 1
 # characters in all), an optional trailing dot, port and path.
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,53}[a-zA-Z0-9])?"
 DOMAIN_PATTERN = (
-    rf"^\s*(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?(?:{_LABEL}\.){{1,4}}[a-zA-Z]{{2,24}}\.?"
-    r"(?::[0-9]{1,5})?(?:[/?#]\S*)?\s*$"
+    rf"^[ \t]*(?:[a-zA-Z][a-zA-Z0-9+.-]*://)?(?:{_LABEL}\.){{1,4}}[a-zA-Z]{{2,24}}\.?"
+    r"(?::[0-9]{1,5})?(?:[/?#][^ \t\r\n]*)?[ \t]*$"
 )
 _DOMAIN = re.compile(DOMAIN_PATTERN)
 
@@ -32,9 +32,10 @@ def normalise_domain(value: str) -> str:
 
     Scheme, port, path, query, a trailing dot and a leading `www.` are dropped; the rest is
     lowercased."""
-    text = value.strip()
-    if not _DOMAIN.match(text):
+    if not _DOMAIN.match(value):
+        text = value.strip()
         raise ValueError(f"must be a domain like acme.com, or a URL on it (got {text[:100]!r})")
+    text = value.strip()
     host = (urlsplit(text if "://" in text else "//" + text).hostname or "").rstrip(".")
     bare = host.removeprefix("www.")
     return bare if "." in bare else host
