@@ -28,6 +28,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from roleferry.api.inputs import NOT_BLANK
+
 log = structlog.get_logger(__name__)
 
 
@@ -157,6 +159,8 @@ def _reason(err: dict[str, Any], body: Any, content_type: str) -> tuple[str, str
     if loc == ("body",) and not content_type.split(";")[0].strip().endswith(_JSON_TYPES):
         sent = content_type or "no Content-Type"
         return "body", f"{_SEND_JSON} (got {sent})"
+    if kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == NOT_BLANK:
+        return field, "must not be blank"
     message = str(err.get("msg", "invalid"))
     for prefix in _PYDANTIC_PREFIXES:
         message = message.removeprefix(prefix)

@@ -128,6 +128,10 @@ def test_validator_messages_carry_no_pydantic_prefix(live: LiveServer) -> None:
     message = error_of(response, 422, "validation_error")
     assert message == "domain: must be a domain like acme.com, or a URL on it (got 'acme')"
     assert response.json()["error"]["details"][0]["reason"].startswith("must be a domain")
+    blank = post(
+        live, "/api/v1/contacts/search", json.dumps({"domain": "a.io", "titles": ["\x1f"]}).encode()
+    )
+    assert error_of(blank, 422, "validation_error") == "titles.0: must not be blank"
 
 
 @pytest.mark.parametrize("path", ["/api/v1/contacts/search", "/api/v1/contacts/enrich"])

@@ -11,6 +11,9 @@ from annotated_types import Ge, Le
 from pydantic import AfterValidator, Field
 
 INT64_MAX = 2**63 - 1
+# Text that is not blank: one character that is not whitespace. (\x1c-\x1f are whitespace to
+# Python but not to pydantic's regex engine: named here, so the two agree.)
+NOT_BLANK = r"[^\s\x1c-\x1f]"
 # What a domain field accepts, documented as its pattern and checked with the same expression:
 # an optional scheme, a host (up to 4 labels of up to 55 characters and a TLD, so at most 253
 # characters in all), an optional trailing dot, port and path.

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import ijson
 
-from roleferry.api.inputs import DOMAIN_PATTERN, normalise_domain
+from roleferry.api.inputs import DOMAIN_PATTERN, NOT_BLANK, normalise_domain
 
 MAX_ROWS = 10_000
 # A contact is a flat object of a few text fields (about 12 JSON values); a body with far more
@@ -43,7 +43,7 @@ ALIASES = {
 _LINKEDIN = re.compile(r"^https?://([a-z]{2,3}\.)?linkedin\.com/", re.I)
 
 
-_TEXT = {"type": "string", "pattern": r"\S"}
+_TEXT = {"type": "string", "pattern": NOT_BLANK}
 _CONTACT = {
     "type": "object",
     "required": ["first_name", "last_name", "domain"],

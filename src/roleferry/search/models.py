@@ -6,12 +6,16 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from roleferry.api.inputs import Domain
+from roleferry.api.inputs import NOT_BLANK, Domain
 from roleferry.providers.models import Contact
 from roleferry.search.waterfall import MIN_PROVIDER_S
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# Not blank: the pattern says so in the schema too, where minLength alone would admit "  ".
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NOT_BLANK)
+]
+Title = Text
+Name = Text
 
 # The shortest deadline in which a provider can be tried at all (the last provider of the
 # waterfall gets what is left, and needs MIN_PROVIDER_S of it): a shorter one can only fail.
