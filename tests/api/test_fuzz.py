@@ -38,6 +38,13 @@ _PARTIAL = {
 }
 
 
+# Derandomized: CI explores the same cases each run, so a failure is reproducible, and no
+# example database is written into the work tree.
+_FUZZ = settings(
+    deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     # Budgets large enough that the providers' own limits, not ours, are never the answer.
@@ -51,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 @schema.parametrize()
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(_FUZZ, max_examples=20)
 def test_no_route_answers_a_server_error_or_breaks_its_schema(
     case: schemathesis.Case, server: LiveServer
 ) -> None:
@@ -61,7 +68,7 @@ def test_no_route_answers_a_server_error_or_breaks_its_schema(
 
 
 @sandbox_schema.parametrize()
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(_FUZZ, max_examples=6)
 def test_no_sandbox_route_answers_a_server_error(
     case: schemathesis.Case, server: LiveServer
 ) -> None:
