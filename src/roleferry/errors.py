@@ -156,6 +156,8 @@ def _reason(err: dict[str, Any], body: Any, content_type: str) -> tuple[str, str
         error = (err.get("ctx") or {}).get("error", "invalid JSON")
         return "body", f"the body is not valid JSON: line {line}, column {column}: {error}"
     field = ".".join(str(p) for p in loc if p != "body")
+    if loc == ("body",) and kind == "missing":
+        return "body", "the body is empty; send a JSON object"
     if loc == ("body",) and not content_type.split(";")[0].strip().endswith(_JSON_TYPES):
         sent = content_type or "no Content-Type"
         return "body", f"{_SEND_JSON} (got {sent})"
@@ -198,6 +200,8 @@ def _unparsable_body(exc: StarletteHTTPException) -> str | None:
         )
     if isinstance(cause, RecursionError):
         return "the JSON body is nested too deeply; send at most a few levels of objects"
+    if isinstance(cause, ValueError):  # e.g. an integer of more digits than Python reads
+        return f"the body is not valid JSON: {str(cause)[:200]}"
     return None
 
 

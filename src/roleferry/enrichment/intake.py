@@ -213,10 +213,12 @@ class JsonUpload:
         self._row_key: str | None = None
         self._skip_to: int | None = None  # skipping a nested value until back at this depth
         self._builder: ijson.ObjectBuilder | None = None
+        self._fed = False
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return  # an empty send would end the parser: only finish() does that
+        self._fed = True
         try:
             self._parser.send(chunk)
         except ijson.JSONError as exc:
@@ -224,6 +226,8 @@ class JsonUpload:
         self._consume()
 
     def finish(self) -> Upload:
+        if not self._fed:
+            raise IntakeError(f"the body is empty: send {_SHAPE} as JSON, or a CSV as `file`")
         try:
             self._parser.close()
         except ijson.JSONError as exc:
