@@ -7,7 +7,6 @@
     ├── NotFound              404 not_found
     ├── Conflict              409 conflict
     ├── PayloadTooLarge       413 payload_too_large
-    ├── UnsupportedMediaType  415 unsupported_media_type
     ├── Unprocessable         422 validation_error
     └── ServiceUnavailable    503 service_unavailable
 
@@ -72,10 +71,6 @@ class Conflict(ApiError):
 
 class PayloadTooLarge(ApiError):
     status_code, code = 413, "payload_too_large"
-
-
-class UnsupportedMediaType(ApiError):
-    status_code, code = 415, "unsupported_media_type"
 
 
 class Unprocessable(ApiError):
@@ -161,6 +156,8 @@ def _reason(err: dict[str, Any], body: Any, content_type: str) -> tuple[str, str
     if loc == ("body",) and not content_type.split(";")[0].strip().endswith(_JSON_TYPES):
         sent = content_type or "no Content-Type"
         return "body", f"{_SEND_JSON} (got {sent})"
+    if loc == ("body",) and kind in ("model_attributes_type", "dict_type", "model_type"):
+        return "body", "the body must be a JSON object, not another JSON value"
     if kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == NOT_BLANK:
         return field, "must not be blank"
     message = str(err.get("msg", "invalid"))

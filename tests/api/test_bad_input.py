@@ -101,10 +101,15 @@ def test_integers_past_what_the_database_stores_are_422(live: LiveServer) -> Non
     assert httpx.get(events, params={"before_id": 2**63 - 1}, headers=auth).status_code == 200
 
 
-def test_an_empty_body_or_an_unreadable_number_says_so(live: LiveServer) -> None:
-    """No body, or an integer of 5,000 digits, is a 4xx saying what is wrong with the body."""
+def test_an_empty_body_a_list_or_an_unreadable_number_says_so(live: LiveServer) -> None:
+    """No body, a list for an object, or an integer of 5,000 digits: a 4xx saying what is
+    wrong with the body."""
     for path in JSON_ROUTES:
         assert "the body is empty" in post(live, path, b"").json()["error"]["message"]
+    listed = post(live, "/api/v1/api-keys", b'["name"]')
+    assert error_of(listed, 422, "validation_error") == (
+        "the body must be a JSON object, not another JSON value"
+    )
     huge = b'{"domain": "a.io", "titles": ["x"], "limit": ' + b"9" * 5000 + b"}"
     message = error_of(post(live, "/api/v1/contacts/search", huge), 400, "bad_request")
     assert message.startswith("the body is not valid JSON: ")
