@@ -15,12 +15,15 @@ import pytest
 
 from roleferry.db import Database
 from roleferry.enrichment.intake import MAX_ROWS
+from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from roleferry.sandbox.world import World
 from roleferry.search.models import MIN_DEADLINE_S
 from roleferry.users import service
 from tests.support.live_server import LiveServer, live_server
 
 WORLD = World(7)
+DEEP = b"[" * 100_000 + b"]" * 100_000
+APOLLO_AUTH = {"x-api-key": SANDBOX_API_KEYS["apollo"]}
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +208,34 @@ def test_an_upload_of_millions_of_tiny_rows_is_refused_without_stalling_the_serv
     message = error_of(response, 422, "validation_error")
     assert f"more than {MAX_ROWS} contacts" in message
     assert slowest < 1.0, f"/healthz waited {slowest:.2f} s during the upload"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status"),
+    [
+        ("PUT", "/sandbox/_control/apollo", DEEP, {}, 422),
+        ("PUT", "/sandbox/_control/apollo", b'{"error_rate": "caf\xe9"}', {}, 422),
+        ("POST", "/sandbox/apollo/api/v1/people/match", DEEP, APOLLO_AUTH, 400),
+        (
+            "POST",
+            "/sandbox/stripe/v1/refunds",
+            b"payment_intent=caf\xe9",
+            {
+                "content-type": "application/x-www-form-urlencoded",
+                "authorization": f"Bearer {SANDBOX_API_KEYS['stripe']}",
+            },
+            400,
+        ),
+    ],
+)
+def test_the_sandbox_refuses_unreadable_bodies_without_a_500(
+    live: LiveServer, method: str, path: str, body: bytes, headers: dict[str, str], status: int
+) -> None:
+    """The simulators and their control plane read bodies too: deep or non-UTF-8 is a 4xx."""
+    response = httpx.request(
+        method,
+        f"{live.url}{path}",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+    )
+    assert response.status_code == status, response.text

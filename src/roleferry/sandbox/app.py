@@ -181,7 +181,7 @@ def _control_router() -> APIRouter:
             raise NotFound(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
         try:
             changes = json.loads(await request.body() or b"{}")
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
             raise Unprocessable(f"body is not JSON: {exc}") from exc
         if not isinstance(changes, dict):
             raise Unprocessable("body must be a JSON object of fault settings")
