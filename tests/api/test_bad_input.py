@@ -8,7 +8,7 @@ import gzip
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ from roleferry.sandbox.world import World
 from roleferry.search.models import MIN_DEADLINE_S
 from roleferry.users import service
 from tests.support.live_server import LiveServer, live_server
+from tests.support.webhooks import sendgrid_headers
 
 WORLD = World(7)
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -181,11 +182,10 @@ def test_a_url_where_a_domain_is_expected_is_normalised(live: LiveServer) -> Non
     assert [r["domain"] for r in results.json()["results"]] == [domain]
 
 
-def test_an_upload_of_millions_of_tiny_rows_is_refused_without_stalling_the_server(
-    live: LiveServer,
-) -> None:
-    """10 MiB of `{}` rows is refused at row 10,001, and /healthz keeps answering meanwhile."""
-    body = b'{"contacts":[' + b",".join([b"{}"] * ((10 * 1024 * 1024 - 64) // 3)) + b"]}"
+def while_polling_health(
+    live: LiveServer, send: Callable[[], httpx.Response]
+) -> tuple[httpx.Response, float]:
+    """The answer to `send()`, and the slowest /healthz answer while it ran."""
     slowest = 0.0
     done = threading.Event()
 
@@ -201,13 +201,40 @@ def test_an_upload_of_millions_of_tiny_rows_is_refused_without_stalling_the_serv
     poller = threading.Thread(target=poll)
     poller.start()
     try:
-        response = post(live, "/api/v1/enrichment-jobs", body)
+        return send(), slowest
     finally:
         done.set()
         poller.join()
+
+
+def test_an_upload_of_millions_of_tiny_rows_is_refused_without_stalling_the_server(
+    live: LiveServer,
+) -> None:
+    """10 MiB of `{}` rows is refused at row 10,001, and /healthz keeps answering meanwhile."""
+    body = b'{"contacts":[' + b",".join([b"{}"] * ((10 * 1024 * 1024 - 64) // 3)) + b"]}"
+    response, slowest = while_polling_health(
+        live, lambda: post(live, "/api/v1/enrichment-jobs", body)
+    )
     message = error_of(response, 422, "validation_error")
     assert f"more than {MAX_ROWS} contacts" in message
     assert slowest < 1.0, f"/healthz waited {slowest:.2f} s during the upload"
+
+
+def test_a_large_signed_webhook_batch_does_not_stall_the_server(live: LiveServer) -> None:
+    """5 MiB of small SendGrid events is parsed off the event loop: /healthz keeps answering."""
+    event = b'{"event":"open"}'
+    body = b"[" + b",".join([event] * ((5 * 1024 * 1024 - 16) // (len(event) + 1))) + b"]"
+    response, slowest = while_polling_health(
+        live,
+        lambda: httpx.post(
+            f"{live.url}/webhooks/sendgrid",
+            content=body,
+            headers=sendgrid_headers(body),
+            timeout=120,
+        ),
+    )
+    assert response.status_code == 200, response.text
+    assert slowest < 1.0, f"/healthz waited {slowest:.2f} s during the delivery"
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -29,6 +31,19 @@ def count_refused_webhook(path: str) -> None:
         WEBHOOK_REQUESTS.labels(provider, "too_large").inc()
 
 
+_INLINE_PARSE_BYTES = 64 * 1024
+
+
+async def _parse(
+    parse: Callable[[bytes], list[inbox.Incoming]], body: bytes
+) -> list[inbox.Incoming]:
+    """Small bodies (every real delivery) inline; a large batch in a worker thread: 5 MiB of
+    small events takes seconds of CPU that would stall every other request."""
+    if len(body) <= _INLINE_PARSE_BYTES:
+        return parse(body)
+    return await anyio.to_thread.run_sync(parse, body)
+
+
 async def _receive(runtime: Runtime, provider: str, request: Request) -> JSONResponse:
     body = await request.body()
     settings = runtime.settings
@@ -41,7 +56,7 @@ async def _receive(runtime: Runtime, provider: str, request: Request) -> JSONRes
                 settings.sendgrid_public_key(),
                 settings.sendgrid_webhook_tolerance_s,
             )
-            events = inbox.parse_sendgrid(body)
+            events = await _parse(inbox.parse_sendgrid, body)
         else:
             signatures.verify_stripe(
                 body,
@@ -49,7 +64,7 @@ async def _receive(runtime: Runtime, provider: str, request: Request) -> JSONRes
                 settings.stripe_webhook_secrets(),
                 settings.stripe_webhook_tolerance_s,
             )
-            events = inbox.parse_stripe(body)
+            events = await _parse(inbox.parse_stripe, body)
     except signatures.InvalidWebhook as exc:
         WEBHOOK_REQUESTS.labels(provider, exc.outcome).inc()
         return error_response(401, exc.outcome, str(exc))
