@@ -188,7 +188,7 @@ def _describe_validation(
 def _unparsable_body(exc: StarletteHTTPException) -> str | None:
     """FastAPI answers any body it cannot decode with a bare "error parsing the body"; say why."""
     cause = exc.__cause__
-    if exc.status_code != 400:
+    if exc.status_code != 400 or exc.detail != "There was an error parsing the body":
         return None
     if isinstance(cause, UnicodeDecodeError):
         return (
