@@ -280,7 +280,11 @@ async def _form(request: Request) -> dict[str, Any]:
         )
     from urllib.parse import parse_qsl
 
-    return parse_form(parse_qsl(raw.decode(), keep_blank_values=True))
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise StripeError(400, "Invalid request: the body is not UTF-8 text.") from exc
+    return parse_form(parse_qsl(text, keep_blank_values=True))
 
 
 async def _idempotent(request: Request, key: str, handler: Any) -> Response:
