@@ -275,6 +275,8 @@ def router() -> APIRouter:
                 {
                     "breadcrumbs": [],
                     "partial_results_only": False,
+                    "disable_eu_prospecting": False,
+                    "partial_results_limit": 10_000,
                     "contacts": [],
                     "people": rows,
                     "pagination": _pagination(total, page, per_page),
@@ -357,8 +359,14 @@ def router() -> APIRouter:
             return json_response(
                 {
                     "breadcrumbs": [],
+                    "partial_results_only": False,
+                    "disable_eu_prospecting": False,
+                    "partial_results_limit": 10_000,
                     "accounts": [],
                     "organizations": [_organization(c) for c in found[start : start + per_page]],
+                    "model_ids": [],
+                    "num_fetch_result": None,
+                    "derived_params": None,
                     "pagination": _pagination(len(found), page, per_page),
                 },
                 headers=headers,
