@@ -6,7 +6,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean contracts
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
+
+# Rewrites tests/contracts/stripe/fields.json from the installed stripe SDK, then runs the
+# contract tests (docs/sandbox.md, "Contract tests").
+contracts: install
+	$(BIN)/python -m tests.contracts.stripe_sdk
+	$(BIN)/pytest tests/contracts -q
 
 bench: install
 	@for script in bench/[!_]*.py; do \
