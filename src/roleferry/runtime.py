@@ -3,7 +3,6 @@ that keeps it the only process. Built by the CLI (or a test), started by the app
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from sqlalchemy import text
 from roleferry import migrations
 from roleferry.config import Provider, Settings
 from roleferry.db import Database, DatabaseUrls
+from roleferry.logging import route_dbos_logs
 from roleferry.outbound import Resolver, system_resolver
 from roleferry.process_lock import ProcessLock
 from roleferry.providers.registry import Providers
@@ -85,7 +85,8 @@ class Runtime:
             await workflows.register_queue()
         for provider in Provider:
             mode = "live" if self.settings.is_live(provider) else "sandbox"
-            log.info(
+            # The start-up banner sums this up; the base URLs are detail.
+            log.debug(
                 "provider_configured",
                 provider=provider.value,
                 mode=mode,
@@ -136,14 +137,7 @@ class Runtime:
             # use 0.05 s); each poll is a query, so the default here stays at 0.5 s.
             "notification_listener_polling_interval_sec": self.settings.dbos_poll_s,
         }
+        route_dbos_logs()
         DBOS(config=config)
-        _route_dbos_logs_through_ours()
         DBOS.launch()
         self.dbos_launched = True
-
-
-def _route_dbos_logs_through_ours() -> None:
-    """DBOS installs its own handler; drop it so its records go through our redacting one."""
-    dbos_logger = logging.getLogger("dbos")
-    dbos_logger.handlers[:] = []
-    dbos_logger.propagate = True
