@@ -191,3 +191,41 @@ def test_form_parsing_nests_like_stripe() -> None:
         "metadata": {"plan": "pro"},
         "expand": ["x"],
     }
+
+
+def test_sdk_lists_events_and_expands_related_objects(sb: SandboxServer) -> None:
+    """The SDK's list, auto-paging, retrieve and expand calls work on the new routes: events
+    filtered by type, a session's line items, a charge with its refunds expanded."""
+    sdk = client(sb)
+    session = sdk.v1.checkout.sessions.create(
+        params={**SESSION, "expand": ["line_items"]}  # type: ignore[typeddict-item]
+    )
+    assert session.line_items is not None
+    assert [item.quantity for item in session.line_items.data] == [2]
+    items = sdk.v1.checkout.sessions.line_items.list(session.id)
+    assert items.data[0].price is not None
+    assert items.data[0].price.id == "price_credits_100"
+    for amount in (5000, 6000, 7000):
+        sdk.v1.payment_intents.create(
+            params={
+                "amount": amount,
+                "currency": "usd",
+                "confirm": True,
+                "payment_method": "pm_card_visa",
+            }
+        )
+    sb.wait_for("stripe", 6)
+    succeeded = sdk.v1.events.list(params={"type": "payment_intent.*", "limit": 2})
+    assert succeeded.has_more is True
+    paged = list(succeeded.auto_paging_iter())
+    assert [e.type for e in paged] == ["payment_intent.succeeded"] * 3
+    intent = paged[0].data.object
+    charge_id = str(intent["latest_charge"])
+    sdk.v1.refunds.create(params={"charge": charge_id, "amount": 1000})
+    charge = sdk.v1.charges.retrieve(charge_id, params={"expand": ["refunds"]})
+    assert charge.amount_refunded == 1000
+    assert charge.refunds is not None
+    assert [r.amount for r in charge.refunds.data] == [1000]
+    assert charge.payment_method_details is not None
+    assert charge.payment_method_details.card is not None
+    assert charge.payment_method_details.card.last4 == "4242"
