@@ -152,3 +152,14 @@ def test_exact_reports_unknown_and_missing_fields() -> None:
         "$.extra: unknown field",
         "$.citations: missing field",
     ]
+
+
+def test_unknown_route_error_parses_strictly(sb: SandboxServer) -> None:
+    """A route the simulator does not have answers an exact `ErrorResponse`
+    (`not_found_error`), as the API does."""
+    response = httpx.get(f"{sb.base('anthropic')}/v1/nope", headers=HEADERS)
+    assert response.status_code == 404
+    data = response.json()
+    parsed = types.ErrorResponse.model_validate(data)
+    assert exact(parsed, data) == []
+    assert parsed.error.type == "not_found_error"

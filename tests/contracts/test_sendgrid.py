@@ -278,3 +278,15 @@ def test_event_webhook_settings_validate(sb: SandboxServer) -> None:
     denied = httpx.get(base)
     assert denied.status_code == 401
     assert problems(denied.json(), "error.response") == []
+
+
+def test_unknown_routes_and_methods_answer_the_error_body(sb: SandboxServer) -> None:
+    """A path SendGrid does not have (404) and a wrong method (405) get its error body."""
+    base = f"{sb.base('sendgrid')}/v3"
+    answers = {
+        404: httpx.get(f"{base}/nope", headers=AUTH),
+        405: httpx.get(f"{base}/mail/send", headers=AUTH),
+    }
+    for status, response in answers.items():
+        assert response.status_code == status
+        assert problems(response.json(), "error.response") == []

@@ -126,6 +126,8 @@ def recorded(sandbox_server: SandboxServer) -> Iterator[Recorder]:
     rec.call("POST", "/v1/refunds", expect=400, data={})
     rec.call("GET", "/v1/events", expect=400, params={"limit": 101})
     rec.call("GET", "/v1/charges/" + charge_id, expect=400, params={"expand[]": "customer_x"})
+    rec.call("GET", "/v1/nope", expect=404)
+    rec.call("DELETE", "/v1/events", expect=405)
     rec.call("GET", "/v1/events", expect=401, auth=("sk_test_wrong", ""))
     sb.control("stripe", rate_limit="1/60")
     rec.call("GET", "/v1/events", params={"limit": 1})
@@ -174,9 +176,9 @@ def test_expanded_fields_and_lists_have_stripes_shape(recorded: Recorder) -> Non
 
 
 def test_errors_have_stripes_error_object(recorded: Recorder) -> None:
-    """401, 402, 400, 404 and 429 answers are `{"error": …}` with the SDK's ErrorObject fields and
-    types; a declined card's error carries the PaymentIntent as Stripe's does."""
-    assert {status for _, status, _ in recorded.errors} == {400, 401, 402, 404, 429}
+    """400, 401, 402, 404, 405 and 429 answers are `{"error": …}` with the SDK's ErrorObject
+    fields and types; a declined card's error carries the PaymentIntent as Stripe's does."""
+    assert {status for _, status, _ in recorded.errors} == {400, 401, 402, 404, 405, 429}
     for route, _, body in recorded.errors:
         assert stripe_sdk.error_errors(body) == [], route
     declined = next(body for _, status, body in recorded.errors if status == 402)
