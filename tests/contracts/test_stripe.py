@@ -108,7 +108,7 @@ def recorded(sandbox_server: SandboxServer) -> Iterator[Recorder]:
         i for i in sb.sandbox.stripe.intents.values() if i["last_payment_error"] is not None
     )
     rec.call("GET", f"/v1/payment_intents/{declined['id']}")
-    sb.wait_for("stripe", 9)
+    sb.wait_for("stripe", 10)
     deadline = time.monotonic() + 10
     while any(e["pending_webhooks"] for e in sb.sandbox.stripe.events.values()):
         assert time.monotonic() < deadline, "events still pending delivery"

@@ -120,9 +120,16 @@ def test_declined_card_fails_the_payment(sb: SandboxServer) -> None:
     declined = httpx.post(session.url or "", data={"card_number": "4000000000000002"})
     assert declined.status_code == 402
     assert "declined" in declined.text
-    (event,) = events_of(sb, 1)
-    assert event.type == "payment_intent.payment_failed"
-    assert event.data.object["last_payment_error"]["code"] == "card_declined"
+    events = {e.type: e for e in events_of(sb, 2)}
+    assert set(events) == {"charge.failed", "payment_intent.payment_failed"}
+    failed = events["payment_intent.payment_failed"].data.object
+    assert failed["last_payment_error"]["code"] == "card_declined"
+    charge = events["charge.failed"].data.object
+    assert charge["status"] == "failed"
+    assert failed["latest_charge"] == failed["last_payment_error"]["charge"] == charge["id"]
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client(sb).v1.refunds.create(params={"charge": charge["id"]})
+    assert refused.value.code == "charge_not_refundable"
     assert client(sb).v1.checkout.sessions.retrieve(session.id).status == "open"
 
 
@@ -152,7 +159,7 @@ def test_payment_intents_and_refunds(sb: SandboxServer) -> None:
             }
         )
     assert declined.value.code == "card_declined"
-    events = events_of(sb, 5)
+    events = events_of(sb, 6)
     assert "charge.refunded" in {e.type for e in events}
     refunded = next(e for e in events if e.type == "charge.refunded")
     assert refunded.data.object["amount_refunded"] == 2000

@@ -187,11 +187,15 @@ class StripeSimulator:
             self.emit("payment_intent.succeeded", intent)
             self.emit("charge.succeeded", charge)
         else:
+            failed = objects.failed_charge(intent, payment_method)
+            self.state.charges[failed["id"]] = failed
             intent.update(
                 status="requires_payment_method",
+                latest_charge=failed["id"],
                 payment_method=None,
-                last_payment_error=objects.declined_error(),
+                last_payment_error=objects.declined_error(failed["id"]),
             )
+            self.emit("charge.failed", failed)
             self.emit("payment_intent.payment_failed", intent)
 
 
@@ -664,7 +668,7 @@ def router() -> APIRouter:
                 if intent is None:
                     raise _missing("payment_intent", params["payment_intent"], "payment_intent")
                 charge = state.charges.get(intent["latest_charge"] or "")
-                if charge is None:
+                if charge is None or charge["status"] != "succeeded":
                     raise StripeError(
                         400,
                         f"PaymentIntent {intent['id']} has no successful charge to refund.",
@@ -677,6 +681,13 @@ def router() -> APIRouter:
                     "One of the following params should be provided for this request: "
                     "payment_intent or charge.",
                     code="parameter_missing",
+                )
+            if charge["status"] != "succeeded":
+                raise StripeError(
+                    400,
+                    f"Charge {charge['id']} has failed and cannot be refunded.",
+                    code="charge_not_refundable",
+                    param="charge",
                 )
             left = charge["amount"] - charge["amount_refunded"]
             amount = _int(params.get("amount", left), "amount", 1)

@@ -266,11 +266,11 @@ def payment_intent(
     }
 
 
-def declined_error() -> dict[str, Any]:
+def declined_error(charge_id: str) -> dict[str, Any]:
     """`last_payment_error` of a PaymentIntent whose card was declined."""
     return {
         "advice_code": "try_again_later",
-        "charge": None,
+        "charge": charge_id,
         "code": "card_declined",
         "decline_code": "generic_decline",
         "doc_url": "https://stripe.com/docs/error-codes/card-declined",
@@ -382,6 +382,34 @@ def charge(intent: dict[str, Any], payment_method: str) -> dict[str, Any]:
         "transfer_data": None,
         "transfer_group": None,
     }
+
+
+def failed_charge(intent: dict[str, Any], payment_method: str) -> dict[str, Any]:
+    """The failed charge a declined card leaves (test card 0002: generic decline)."""
+    failed = charge(intent, payment_method)
+    card = failed["payment_method_details"]["card"]
+    card.update(amount_authorized=None, last4="0002", fingerprint="sandboxVisa0002", checks=None)
+    failed.update(
+        amount_captured=0,
+        balance_transaction=None,
+        captured=False,
+        paid=False,
+        status="failed",
+        failure_code="card_declined",
+        failure_message="Your card was declined.",
+        outcome={
+            "advice_code": "try_again_later",
+            "network_advice_code": None,
+            "network_decline_code": None,
+            "network_status": "declined_by_network",
+            "reason": "generic_decline",
+            "risk_level": "normal",
+            "risk_score": 32,
+            "seller_message": "The bank did not return any further details with this decline.",
+            "type": "issuer_declined",
+        },
+    )
+    return failed
 
 
 def refund(
