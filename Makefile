@@ -6,7 +6,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean contracts
+.PHONY: install run test lint format bench clean
 
 install: $(STAMP)
 
@@ -34,6 +34,7 @@ format: install
 
 # Rewrites tests/contracts/stripe/fields.json from the installed stripe SDK, then runs the
 # contract tests (docs/sandbox.md, "Contract tests").
+.PHONY: contracts
 contracts: install
 	$(BIN)/python -m tests.contracts.stripe_sdk
 	$(BIN)/pytest tests/contracts -q
