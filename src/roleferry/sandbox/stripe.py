@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -237,6 +236,8 @@ async def _form(request: Request) -> dict[str, Any]:
             "Invalid request: Stripe's API takes form-encoded bodies "
             "(application/x-www-form-urlencoded).",
         )
+    from urllib.parse import parse_qsl
+
     return parse_form(parse_qsl(raw.decode(), keep_blank_values=True))
 
 
