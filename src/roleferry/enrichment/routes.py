@@ -4,8 +4,6 @@ by notification or by a signed callback."""
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -17,6 +15,7 @@ from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
 from roleferry.api.times import UtcDateTime
+from roleferry.csv_export import write_csv
 from roleferry.enrichment import intake, service, workflows
 from roleferry.enrichment.bulk import request_stop
 from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
@@ -296,12 +295,8 @@ async def job_results(
     )
     rows = [{f: getattr(i, f) for f in RESULT_FIELDS} for i in items]
     if accept and "text/csv" in accept:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
         return Response(
-            buffer.getvalue(),
+            write_csv(RESULT_FIELDS, rows),
             media_type="text/csv",
             headers={"content-disposition": f'attachment; filename="{job_id}.csv"'},
         )

@@ -101,6 +101,7 @@ class WebhookEventOut(BaseModel):
     status: str
     attempts: int
     outcome: str | None
+    retry_at: UtcDateTime | None
     occurred_at: UtcDateTime
     received_at: UtcDateTime
     applied_at: UtcDateTime | None
