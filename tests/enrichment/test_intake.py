@@ -134,3 +134,39 @@ def test_a_body_of_tiny_values_is_refused_before_it_is_all_parsed() -> None:
     with pytest.raises(IntakeError) as raised:
         list(map(parser.feed, chunks))
     assert "more JSON values" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (
+            b'{"contacts": [\n {"first_name": "A",\n  "domain": "acme.com",}\n]}',
+            "line 3, column 24",
+        ),
+        (b'{"contacts": [1,]}', "line 1, column 17"),
+        ('{"contacts": [\n"é", x]}'.encode(), "line 2, column 6"),
+    ],
+)
+def test_a_syntax_error_is_located_by_line_and_column(body: bytes, where: str) -> None:
+    """A trailing comma or a stray token says the line and column (in characters) to fix,
+    however the body arrives in chunks."""
+
+    def parse_in_chunks(size: int) -> None:
+        parser = JsonUpload()
+        for start in range(0, len(body), size):
+            parser.feed(body[start : start + size])
+        parser.finish()
+
+    for size in (len(body), 5):
+        with pytest.raises(IntakeError) as raised:
+            parse_in_chunks(size)
+        assert f"not valid JSON at {where}:" in str(raised.value)
+
+
+def test_a_syntax_error_past_the_located_head_still_says_what_is_wrong() -> None:
+    """Past the first MiB the error is not located (that would parse the body twice), but the
+    reason is still given."""
+    filler = b'{"first_name": "A", "last_name": "B", "domain": "acme.com"},' * 20_000
+    with pytest.raises(IntakeError) as raised:
+        from_json(b'{"contacts": [' + filler + b"]}")
+    assert str(raised.value).startswith("the body is not valid JSON: ")

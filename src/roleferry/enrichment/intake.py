@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import ijson
+import ijson.backends.python as ijson_python
 
 from roleferry.api.inputs import DOMAIN_PATTERN, NOT_BLANK, normalise_domain
 
@@ -23,6 +24,10 @@ MAX_ROWS = 10_000
 # values than MAX_ROWS contacts can have, or nested deeper than this, is refused as it streams.
 MAX_JSON_VALUES = MAX_ROWS * 32
 MAX_JSON_DEPTH = 16
+LOCATE_MAX_BYTES = 1024 * 1024
+"""A syntax error within this many bytes of the start is located by line and column (a second,
+slower parse of that prefix, only once the fast one has failed)."""
+_AT_OFFSET = re.compile(r" at (\d+)$")
 TOO_MANY_ROWS = (
     f"the upload has more than {MAX_ROWS} contacts, the most one job takes; "
     f"split it into files of at most {MAX_ROWS} rows"
@@ -214,15 +219,18 @@ class JsonUpload:
         self._skip_to: int | None = None  # skipping a nested value until back at this depth
         self._builder: ijson.ObjectBuilder | None = None
         self._fed = False
+        self._head = bytearray()  # the first LOCATE_MAX_BYTES, to locate a syntax error
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return  # an empty send would end the parser: only finish() does that
         self._fed = True
+        if len(self._head) <= LOCATE_MAX_BYTES:
+            self._head += chunk
         try:
             self._parser.send(chunk)
         except ijson.JSONError as exc:
-            raise _invalid(exc) from None
+            raise _invalid(exc, self._where()) from None
         self._consume()
 
     def finish(self) -> Upload:
@@ -231,11 +239,27 @@ class JsonUpload:
         try:
             self._parser.close()
         except ijson.JSONError as exc:
-            raise _invalid(exc) from None
+            raise _invalid(exc, self._where()) from None
         self._consume()
         if not self._seen_contacts:
             raise IntakeError(f"send {_SHAPE} as JSON, or a CSV as multipart `file`")
         return self.upload.finish()
+
+    def _where(self) -> str:
+        """` at line L, column C` of the syntax error, when it lies in the retained head."""
+        if len(self._head) > LOCATE_MAX_BYTES:
+            return ""
+        try:
+            for _ in ijson_python.basic_parse(io.BytesIO(bytes(self._head))):
+                pass
+        except ijson.JSONError as exc:
+            found = _AT_OFFSET.search(str(exc.args[0]) if exc.args else "")
+            if found is None:
+                return ""
+            offset = int(found.group(1))
+            before = self._head.decode("utf-8", errors="replace")[:offset]
+            return f" at line {before.count(chr(10)) + 1}, column {offset - before.rfind(chr(10))}"
+        return ""
 
     def _consume(self) -> None:
         events = self._events
@@ -317,12 +341,12 @@ class JsonUpload:
             row[self._row_key or ""] = value
 
 
-def _invalid(exc: Exception) -> IntakeError:
+def _invalid(exc: Exception, where: str = "") -> IntakeError:
     said = exc.args[0] if exc.args else ""
     text = (said.decode(errors="replace") if isinstance(said, bytes) else str(said)).strip()
     first_line = text.splitlines()[0] if text else "it ends early"
     reason = first_line.removeprefix("parse error: ").removeprefix("lexical error: ")
-    return IntakeError(f"the body is not valid JSON: {reason}")
+    return IntakeError(f"the body is not valid JSON{where}: {reason}")
 
 
 def from_json(body: bytes) -> Upload:
