@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import signal
 import socket
 import threading
@@ -12,7 +13,9 @@ from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
+from uvicorn.supervisors import Multiprocess
 
 from roleferry.config import Settings
 from roleferry.db import Database
@@ -93,11 +96,25 @@ def _save_key(key: str, key_file: Path) -> None:
 def serve(
     host: Annotated[str, typer.Option(envvar="HOST", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port (PostgreSQL only if > 1).")
+    ] = 1,
 ) -> None:
     """Migrate the database and serve the API, the dashboard, the workers and the sandbox."""
     from roleferry.app import create_app
+    from roleferry.monitoring import metrics
 
     settings = _settings()
+    if workers > 1 and settings.is_sqlite:
+        _fail(
+            "--workers needs PostgreSQL: SQLite is served by one process. "
+            "Set ROLEFERRY_DATABASE_URL=postgresql://… to run several."
+        )
+    directory = metrics.multiprocess_dir()
+    if directory is None and workers > 1:
+        directory = Path(settings.data_dir) / f"metrics-{port}"
+    if directory is not None:
+        metrics.use_multiprocess(directory, clean=True)
     server_url = f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
     runtime = Runtime(settings, server_url, listen_host=host)
     try:
@@ -116,10 +133,43 @@ def serve(
         )
         typer.echo(f"  {key}")
     typer.echo(f"Dashboard: {dashboard}   API reference: {runtime.public_url}/docs")
+    if workers == 1:
+        config = uvicorn.Config(
+            create_app(runtime), log_config=None, proxy_headers=True, timeout_graceful_shutdown=10
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+        return
+    # Each worker process builds its own runtime (its own DBOS executor) from the
+    # environment; the migration above already ran, once, under the lock.
+    os.environ[_SERVE_URL_ENV] = server_url
+    os.environ[_LISTEN_HOST_ENV] = host
     config = uvicorn.Config(
-        create_app(runtime), log_config=None, proxy_headers=True, timeout_graceful_shutdown=10
+        f"{__name__}:worker_app",
+        factory=True,
+        workers=workers,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    Multiprocess(config, sockets=[sock]).run()
+
+
+_SERVE_URL_ENV = "_ROLEFERRY_SERVE_URL"
+_LISTEN_HOST_ENV = "_ROLEFERRY_LISTEN_HOST"
+
+
+def worker_app() -> FastAPI:
+    """The app of one `serve --workers N` process, built in that process."""
+    from roleferry.app import create_app
+
+    settings = _settings()
+    return create_app(
+        Runtime(
+            settings,
+            os.environ.get(_SERVE_URL_ENV, DEFAULT_SERVER),
+            listen_host=os.environ.get(_LISTEN_HOST_ENV, "127.0.0.1"),
+        )
+    )
 
 
 @app.command()
@@ -139,6 +189,12 @@ def worker() -> None:
             "`roleferry worker` needs PostgreSQL: on SQLite, `roleferry serve` runs the workers "
             "in its own process. Set ROLEFERRY_DATABASE_URL=postgresql://… to run several."
         )
+    from roleferry.monitoring import metrics
+
+    directory = metrics.multiprocess_dir()
+    if directory is not None:
+        # Beside a `serve` on this host: its /metrics shows this worker's figures too.
+        metrics.use_multiprocess(directory, clean=False)
     runtime = Runtime(settings)
     runtime.migrate()
     stop = threading.Event()
