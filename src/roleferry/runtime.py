@@ -178,6 +178,12 @@ class Runtime:
     def _launch_dbos(self) -> None:
         from dbos import DBOS, DBOSConfig
 
+        # Registered before launch: DBOS hashes the registered workflows into the application
+        # version, and recovers and dequeues only workflows of its own version. Imported after
+        # launch (as `worker` did), a worker had another version than `serve` and never ran
+        # or recovered what `serve` queued.
+        from roleferry.enrichment import workflows  # noqa: F401
+
         if self.urls.is_sqlite:
             Path(self.urls.system_url.database or ".").parent.mkdir(parents=True, exist_ok=True)
         config: DBOSConfig = {

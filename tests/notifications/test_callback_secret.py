@@ -41,7 +41,8 @@ def test_concurrent_first_requests_on_postgres_all_get_the_one_stored_secret(
             start.set()
             got = set(await asyncio.gather(*tasks))
             async with database.session() as session:
-                rows = int(await session.scalar(select(func.count()).select_from(CallbackSecret)) or 0)
+                count = select(func.count()).select_from(CallbackSecret)
+                rows = int(await session.scalar(count) or 0)
                 stored = await session.scalar(select(CallbackSecret.secret))
             return got, rows, str(stored)
         finally:
