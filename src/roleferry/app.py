@@ -20,6 +20,7 @@ from roleferry.runtime import Runtime
 from roleferry.sandbox.app import Sandbox, build_sandbox_app
 from roleferry.search import routes as search_routes
 from roleferry.users import routes as user_routes
+from roleferry.web import api_docs
 from roleferry.web import routes as web_routes
 from roleferry.webhooks import routes as webhook_routes
 from roleferry.webhooks.routes import count_refused_webhook
@@ -62,8 +63,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         title="RoleFerry Integrations",
         version=__version__,
         lifespan=lifespan,
-        description="Contact search, bulk enrichment, outreach and payments over third-party "
-        "providers, with webhooks verified and applied exactly once.",
+        docs_url=None,
+        redoc_url=None,
+        description="Contact search and bulk enrichment over third-party providers, and "
+        "SendGrid's and Stripe's webhooks, verified and applied exactly once.",
     )
     app.state.runtime = runtime
     app.state.sandbox = sandbox
@@ -87,6 +90,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(notification_routes.router)
     app.include_router(webhook_routes.admin)
     app.include_router(web_routes.router)
+    api_docs.install(app)
     if settings.bench_routes:
         app.add_api_route("/_bench/bare", health.bare, methods=["POST"], include_in_schema=False)
     if sandbox is not None:

@@ -4,7 +4,6 @@ that keeps it the only process. Built by the CLI (or a test), started by the app
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from roleferry import migrations
 from roleferry.config import Provider, Settings
 from roleferry.db import Database, DatabaseUrls
 from roleferry.executors import Heartbeat, new_executor_id
+from roleferry.logging import route_dbos_logs
 from roleferry.monitoring.dogstatsd import DogStatsD
 from roleferry.outbound import Resolver, system_resolver
 from roleferry.process_lock import ProcessLock
@@ -127,7 +127,8 @@ class Runtime:
             await workflows.register_queue()
         for provider in Provider:
             mode = "live" if self.settings.is_live(provider) else "sandbox"
-            log.info(
+            # The start-up banner sums this up; the base URLs are detail.
+            log.debug(
                 "provider_configured",
                 provider=provider.value,
                 mode=mode,
@@ -197,8 +198,8 @@ class Runtime:
             # Migrated under our lock by migrate(); then DBOS only checks.
             "run_migrations": not self._system_migrated,
         }
+        route_dbos_logs()
         DBOS(config=config)
-        _route_dbos_logs_through_ours()
         DBOS.launch()
         self.dbos_launched = True
 
@@ -216,10 +217,3 @@ class Runtime:
 
         handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [executor_id])
         return len(handles)
-
-
-def _route_dbos_logs_through_ours() -> None:
-    """DBOS installs its own handler; drop it so its records go through our redacting one."""
-    dbos_logger = logging.getLogger("dbos")
-    dbos_logger.handlers[:] = []
-    dbos_logger.propagate = True

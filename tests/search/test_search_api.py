@@ -157,7 +157,8 @@ def test_the_deadline_holds_with_every_provider_hanging(live: LiveServer) -> Non
         live.control(provider, hang=True)
     started = time.monotonic()
     response = post(live, "search", {"domain": "domaur.com", "titles": ["VP"], "deadline_s": 2})
-    assert time.monotonic() - started < 2.5
+    # 2 s plus slack for a busy machine; ignoring the deadline would take 2 s per provider.
+    assert time.monotonic() - started < 3.0
     assert response.status_code == 503
 
 
@@ -189,6 +190,7 @@ def test_enrich_finds_the_email_with_source_and_confidence(live: LiveServer) -> 
         and not WORLD.clay_has_email(p)
         and WORLD.hunter_view(WORLD.by_domain[p.company_domain], p.first_name, p.last_name).correct
         and WORLD.hunter_knows_pattern(WORLD.by_domain[p.company_domain])
+        and not WORLD.hunter_lists(p)
     )
     response = post(
         live,

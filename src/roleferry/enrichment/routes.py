@@ -8,15 +8,17 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
+from roleferry.api.times import UtcDateTime
 from roleferry.enrichment import intake, service, workflows
+from roleferry.enrichment.bulk import request_stop
 from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
 from roleferry.errors import BadRequest, Unprocessable
 from roleferry.notifications.callbacks import UnsafeCallback, check_url
@@ -32,26 +34,62 @@ class JobAccepted(BaseModel):
     rejected: list[dict[str, Any]] = Field(description="Rows left out: line, field, reason.")
 
 
-class JobOut(BaseModel):
+class WaitingFor(BaseModel):
+    reason: str = Field(description="What the job waits for, in words.")
+    until: UtcDateTime | None = Field(description="When that wait ends, if known.")
+
+
+class JobSummary(BaseModel):
     id: str
-    status: str
+    status: str = Field(
+        description="queued, running, succeeded, partially_succeeded, failed or cancelled."
+    )
+    reason: str | None = Field(description="Why the job failed as a whole, if it did.")
     total: int
     done: int
     found: int
     not_found: int
     failed: int
+    cancelled: int
+    pending: int
     by_provider: dict[str, int]
+    by_verification: dict[str, int] = Field(
+        description="Found emails by verification: verified, pattern, unverified."
+    )
     provider_calls: int
-    credits_used: int
-    rejected: list[dict[str, Any]]
-    estimated_completion: float | None = Field(description="Unix time, while running.")
-    created_at: str
+    verify_patterns: bool
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
+    estimated_completion: UtcDateTime | None = Field(
+        description="While running: when the pending contacts should be done."
+    )
+    waiting_for: WaitingFor | None = Field(description="While not over: what it waits for.")
     callback_url: str | None
 
 
-async def _read_request(
-    request: Request,
-) -> tuple[list[intake.Row], list[dict[str, Any]], str | None]:
+class JobOut(JobSummary):
+    rejected: list[dict[str, Any]]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobSummary] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+def _verify_patterns(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise Unprocessable(
+        "verify_patterns must be true or false", details={"field": "verify_patterns"}
+    )
+
+
+async def _read_request(request: Request) -> service.JobRequest:
     ctype = request.headers.get("content-type", "")
     try:
         if ctype.startswith("multipart/form-data"):
@@ -59,22 +97,32 @@ async def _read_request(
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise Unprocessable("send the CSV as a multipart file field named `file`")
-            rows, rejected = intake.from_csv(await upload.read())
+            # Parsed on a thread: 10,000 rows take a second of CPU that would otherwise stall
+            # every other request of this process (webhook acknowledgements among them).
+            rows, rejected = await asyncio.to_thread(intake.from_csv, await upload.read())
             callback = form.get("callback_url")
-            return rows, rejected, str(callback) if callback else None
+            return service.JobRequest(
+                rows,
+                rejected,
+                str(callback) if callback else None,
+                _verify_patterns(form.get("verify_patterns") or False),
+            )
         try:
             body = json.loads(await request.body() or b"null")
         except json.JSONDecodeError as exc:
             raise Unprocessable(f"the body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict) or "contacts" not in body:
             raise Unprocessable(
-                'send {"contacts": [...], "callback_url"?} as JSON, or a CSV as multipart `file`'
+                'send {"contacts": [...], "callback_url"?, "verify_patterns"?} as JSON, or a '
+                "CSV as multipart `file`"
             )
         callback = body.get("callback_url")
         if callback is not None and not isinstance(callback, str):
             raise Unprocessable("callback_url must be a URL string")
-        rows, rejected = intake.from_json(body["contacts"])
-        return rows, rejected, callback
+        rows, rejected = await asyncio.to_thread(intake.from_json, body["contacts"])
+        return service.JobRequest(
+            rows, rejected, callback, _verify_patterns(body.get("verify_patterns", False))
+        )
     except intake.IntakeError as exc:
         raise Unprocessable(str(exc), details={"rejected": exc.rejected}) from exc
 
@@ -86,18 +134,17 @@ async def create_job(
     runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JSONResponse:
-    """Queues contacts to enrich (JSON, or a CSV upload of up to 10,000 rows)."""
-    rows, rejected, callback = await _read_request(request)
-    if callback:
+    """Queues contacts to enrich (JSON, or a CSV upload of up to 10,000 rows). The same
+    Idempotency-Key with the same contacts answers the same job, and starts it if an earlier
+    attempt saved it but did not get to start it."""
+    job_request = await _read_request(request)
+    if job_request.callback_url:
         try:
-            await check_url(runtime, callback)
+            await check_url(runtime, job_request.callback_url)
         except UnsafeCallback as exc:
             raise Unprocessable(str(exc), details={"field": "callback_url"}) from exc
-    job, created = await service.create(
-        runtime.db, user.id, rows, rejected, callback, idempotency_key
-    )
-    if created:
-        await workflows.enqueue(job.id, user.id)
+    job, _created = await service.create(runtime.db, user.id, job_request, idempotency_key)
+    await workflows.enqueue(job.id, user.id)
     body = JobAccepted(id=job.id, status=job.status, total=job.total, rejected=job.rejected)
     return JSONResponse(
         body.model_dump(),
@@ -106,27 +153,67 @@ async def create_job(
     )
 
 
-async def _job_out(session: Any, job: EnrichmentJob, now: float) -> JobOut:
-    tally = await service.counts(session, job.id)
-    eta = None
-    if job.status == "running" and job.started_at and tally["done"]:
-        rate = tally["done"] / max(0.001, now - job.started_at)
-        eta = now + tally["pending"] / rate
-    return JobOut(
-        id=job.id,
-        status=job.status,
-        total=tally["total"],
-        done=tally["done"],
-        found=tally["found"],
-        not_found=tally["not_found"],
-        failed=tally["failed"],
-        by_provider=tally["by_provider"],
-        provider_calls=tally["provider_calls"],
-        credits_used=sum(tally["by_provider"].values()),
-        rejected=job.rejected,
-        estimated_completion=eta,
-        created_at=job.created_at.isoformat(),
-        callback_url=job.callback_url,
+async def _describe(session: Any, jobs: list[EnrichmentJob], now: float) -> list[JobOut]:
+    tallies = await service.counts(session, [j.id for j in jobs])
+    running: dict[str, list[str]] = {}
+    out = []
+    for job in jobs:
+        tally = tallies[job.id]
+        if job.status == "queued" and job.user_id not in running:
+            running[job.user_id] = await service.running_jobs(session, job.user_id)
+        eta = service.estimated_completion(job, tally, now)
+        waits = service.waiting_for(job, tally, running.get(job.user_id, []), now)
+        out.append(
+            JobOut(
+                id=job.id,
+                status=job.status,
+                reason=job.reason,
+                total=job.total,
+                done=tally["done"],
+                found=tally["found"],
+                not_found=tally["not_found"],
+                failed=tally["failed"],
+                cancelled=tally["cancelled"],
+                pending=job.total - tally["done"],
+                by_provider=tally["by_provider"],
+                by_verification=tally["by_verification"],
+                provider_calls=tally["provider_calls"],
+                verify_patterns=job.verify_patterns,
+                rejected=job.rejected,
+                created_at=job.created_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+                estimated_completion=eta,
+                waiting_for=WaitingFor.model_validate(waits) if waits else None,
+                callback_url=job.callback_url,
+            )
+        )
+    return out
+
+
+@router.get("")
+async def list_jobs(
+    user: CurrentUser,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    status: Annotated[
+        Literal["queued", "running", "succeeded", "partially_succeeded", "failed", "cancelled"]
+        | None,
+        Query(description="Only jobs in this state."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=64, description="The `next_cursor` of the previous page."),
+    ] = None,
+) -> JobPage:
+    """Your enrichment jobs, newest first, a page at a time, with their counts and what each
+    one that is not over waits for."""
+    jobs, next_cursor = await service.list_jobs(session, user.id, status, limit, cursor)
+    described = await _describe(session, jobs, runtime.clock())
+    return JobPage(
+        jobs=[JobSummary.model_validate(j.model_dump(exclude={"rejected"})) for j in described],
+        next_cursor=next_cursor,
     )
 
 
@@ -134,17 +221,22 @@ async def _job_out(session: Any, job: EnrichmentJob, now: float) -> JobOut:
 async def get_job(
     job_id: str, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
 ) -> JobOut:
-    return await _job_out(session, await service.get(session, user.id, job_id), runtime.clock())
+    job = await service.get(session, user.id, job_id)
+    return (await _describe(session, [job], runtime.clock()))[0]
 
 
 @router.post("/{job_id}/cancel")
 async def cancel_job(job_id: str, user: CurrentUser, runtime: RuntimeDep) -> JobOut:
-    from dbos import DBOS
-
-    job = await service.cancel(runtime.db, user.id, job_id)
-    await DBOS.cancel_workflow_async(job.id)
+    """Stops a queued or running job: contacts not done yet become `cancelled`, the ones done
+    keep their answers, you are notified (and called back, if the job has a callback_url);
+    your next job can start at once. A job already over answers 409."""
+    summary = await service.cancel(runtime.db, user.id, job_id, runtime.clock())
+    request_stop(job_id)
+    if summary["callback_url"]:
+        await workflows.start_callback(job_id)
     async with runtime.db.session() as session:
-        return await _job_out(session, await service.get(session, user.id, job_id), runtime.clock())
+        job = await service.get(session, user.id, job_id)
+        return (await _describe(session, [job], runtime.clock()))[0]
 
 
 @router.get("/{job_id}/events")
@@ -158,7 +250,7 @@ async def job_events(job_id: str, user: CurrentUser, runtime: RuntimeDep) -> Str
         while True:
             async with runtime.db.session() as session:
                 job = await service.get(session, user.id, job_id)
-                out = (await _job_out(session, job, runtime.clock())).model_dump()
+                out = (await _describe(session, [job], runtime.clock()))[0].model_dump(mode="json")
             snapshot = (out["status"], out["done"], out["found"])
             if snapshot != last:
                 last = snapshot
@@ -184,6 +276,7 @@ RESULT_FIELDS = (
     "source",
     "confidence",
     "status",
+    "verification",
     "reason",
 )
 

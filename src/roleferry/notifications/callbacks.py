@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry import outbound
+from roleferry.api.times import iso_z
 from roleferry.config import Settings
 from roleferry.db import insert_for
 from roleferry.notifications.models import CallbackSecret
@@ -92,7 +93,7 @@ async def deliver(runtime: Runtime, job_id: str, summary: dict[str, Any]) -> Non
         secret = await secret_for(session, job.user_id)
     data = {k: v for k, v in summary.items() if k != "callback_url"}
     body = json.dumps(
-        {"type": "enrichment_job.finished", "timestamp": int(time.time()), "data": data}
+        {"type": "enrichment_job.finished", "timestamp": iso_z(time.time()), "data": data}
     ).encode()
     message_id = f"msg_{job_id}"
     stamp = int(time.time())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
+from roleferry.api.times import UtcDateTime
 from roleferry.notifications.callbacks import secret_for
 from roleferry.notifications.models import Notification
 
@@ -21,7 +21,7 @@ class NotificationOut(BaseModel):
     kind: str
     title: str
     data: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 @router.get("/notifications")

@@ -30,3 +30,13 @@ class EmailFinder(Protocol):
     async def find_emails(
         self, people: list[PersonQuery], *, deadline: Deadline, priority: Priority
     ) -> list[Contact | None]: ...
+
+
+@runtime_checkable
+class EmailVerifier(Protocol):
+    """Checks whether a mailbox exists. Answers one of Hunter's verifier statuses: `valid`,
+    `invalid`, `accept_all`, `webmail`, `disposable` or `unknown`."""
+
+    name: str
+
+    async def verify_email(self, email: str, *, deadline: Deadline, priority: Priority) -> str: ...

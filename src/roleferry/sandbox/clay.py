@@ -1,4 +1,4 @@
-"""Clay simulator, after the contract chosen in contracts.md: the Public API's people search.
+"""Clay simulator: the Public API's people search (see docs/sandbox.md for the routes chosen).
 
 Clay has no documented synchronous "find people" REST call; its 2026 Public API
 (`https://api.clay.com/public/v0`, key in `clay-api-key`, Bearer refused) searches Clay's

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from roleferry.api.deps import AdminUser, RuntimeDep, SessionDep
+from roleferry.api.times import UtcDateTime
 from roleferry.errors import Conflict, NotFound, ServiceUnavailable, error_response
 from roleferry.monitoring.metrics import WEBHOOK_REQUESTS
 from roleferry.runtime import Runtime
@@ -101,9 +101,9 @@ class WebhookEventOut(BaseModel):
     status: str
     attempts: int
     outcome: str | None
-    occurred_at: float
-    received_at: datetime
-    applied_at: datetime | None
+    occurred_at: UtcDateTime
+    received_at: UtcDateTime
+    applied_at: UtcDateTime | None
     payload: dict[str, Any]
 
 
