@@ -5,6 +5,7 @@ once while an API process is killed and restarted."""
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 import uuid
@@ -143,91 +144,136 @@ def test_one_budget_and_one_breaker_across_every_process(cluster: Cluster) -> No
             for c in WORLD.companies[400:]
             if not WORLD.apollo_knows_company(c) and WORLD.clay_knows_company(c)
         )
-        for title in ("a", "b", "c", "d", "e", "f"):
-            httpx.post(
+
+        def circuits(api: Proc) -> dict[str, str]:
+            answer = httpx.get(f"{api.url}/api/v1/integrations", headers=auth(key), timeout=30)
+            return {p["provider"]: p["circuit"] for p in answer.json()}
+
+        attempts: list[Any] = []
+        for title in "abcdefghijklmnopqrst":
+            if circuits(apis[0])["clay"] == "open":
+                break
+            attempts = httpx.post(
                 f"{apis[0].url}/api/v1/contacts/search",
                 json={"domain": target.domain, "titles": [title], "limit": 3, "deadline_s": 2},
                 headers=auth(key),
                 timeout=30,
-            )
-        seen = {
-            p["provider"]: p["circuit"]
-            for p in httpx.get(f"{apis[1].url}/api/v1/integrations", headers=auth(key)).json()
-        }
-        assert seen["clay"] == "open"
+            ).json()["attempts"]
+        assert circuits(apis[0])["clay"] == "open", attempts
+        assert circuits(apis[1])["clay"] == "open", "the other API process sees it open"
     finally:
         cluster.control("clay", error_rate=0.0)
+
+
+class RunningJob:
+    """A job of 450 people submitted through one API process, followed through any other."""
+
+    def __init__(self, cluster: Cluster, first_person: int) -> None:
+        self.cluster = cluster
+        self.key = user_key(cluster)
+        self.api = cluster.api("api-a")
+        response = httpx.post(
+            f"{self.api.url}/api/v1/enrichment-jobs",
+            json={"contacts": contacts(people(first_person, 450))},
+            headers=auth(self.key),
+            timeout=30,
+        )
+        self.id = response.json()["id"]
+        url = make_url(cluster.database_url)
+        self.system_url = url.set(database=f"{url.database}_dbos").render_as_string(
+            hide_password=False
+        )
+
+    def workflow(self) -> tuple[str, str, int]:
+        """Its DBOS workflow: status, executor, recovery attempts."""
+        rows = sql(
+            self.system_url,
+            "SELECT status, executor_id, recovery_attempts FROM dbos.workflow_status "
+            "WHERE workflow_uuid = %s",
+            self.id,
+        )
+        return rows[0] if rows else ("", "", 0)  # type: ignore[return-value]
+
+    def state(self) -> dict[str, Any]:
+        body: dict[str, Any] = httpx.get(
+            f"{self.api.url}/api/v1/enrichment-jobs/{self.id}", headers=auth(self.key), timeout=30
+        ).json()
+        return body
+
+    def runner_mid_job(self) -> tuple[str, int, Proc]:
+        """Waits until a process runs it and has saved some contacts: (executor, recovery
+        attempts, process); from then on, follows it through another API process."""
+        deadline = time.monotonic() + 60
+        while not (self.workflow()[0] == "PENDING" and self.state()["done"] >= 1):
+            assert time.monotonic() < deadline, (self.workflow(), self.state())
+            time.sleep(0.1)
+        _, runner_id, attempts = self.workflow()
+        runner = self.cluster.pid_of(runner_id)
+        self.api = next(
+            p for n, p in self.cluster.procs.items() if p is not runner and n.startswith("api")
+        )
+        return runner_id, attempts, runner
+
+    def wait_moved_from(self, runner_id: str, since: float) -> float:
+        while self.workflow()[1] == runner_id:
+            assert time.monotonic() - since < BOUND_S + 15, "not taken over"
+            time.sleep(0.1)
+        return time.monotonic() - since
+
+    def assert_completed_once(self, since: float) -> None:
+        while (state := self.state())["status"] not in TERMINAL:
+            assert time.monotonic() - since < 120, state
+            time.sleep(0.2)
+        assert state["done"] == 450
+        rows = httpx.get(
+            f"{self.api.url}/api/v1/enrichment-jobs/{self.id}/results", headers=auth(self.key)
+        ).json()["results"]
+        assert sorted(r["line"] for r in rows) == list(range(1, 451)), "every contact once"
+        notes = [
+            n
+            for n in httpx.get(
+                f"{self.api.url}/api/v1/notifications", headers=auth(self.key)
+            ).json()
+            if n["data"]["id"] == self.id
+        ]
+        assert len(notes) == 1, "the job finished once"
 
 
 def test_a_killed_process_job_completes_on_another_within_the_bound(cluster: Cluster) -> None:
     """SIGKILL the process running a job: a survivor takes its workflow over once its
     heartbeat is older than the bound, and the job ends with every contact once. A process
     restarted meanwhile does not take (recover) the running workflow of a live one."""
-    key = user_key(cluster)
-    api = cluster.api("api-a")
-    persons = people(500, 450)
-    job_id = httpx.post(
-        f"{api.url}/api/v1/enrichment-jobs",
-        json={"contacts": contacts(persons)},
-        headers=auth(key),
-        timeout=30,
-    ).json()["id"]
-
-    def workflow() -> tuple[str, str, int]:
-        rows = sql(
-            cluster.database_url.replace(
-                make_url(cluster.database_url).database or "",
-                f"{make_url(cluster.database_url).database}_dbos",
-            ),
-            "SELECT status, executor_id, recovery_attempts FROM dbos.workflow_status "
-            "WHERE workflow_uuid = %s",
-            job_id,
-        )
-        return rows[0] if rows else ("", "", 0)  # type: ignore[return-value]
-
-    def job() -> dict[str, Any]:
-        body: dict[str, Any] = httpx.get(
-            f"{api.url}/api/v1/enrichment-jobs/{job_id}", headers=auth(key), timeout=30
-        ).json()
-        return body
-
-    deadline = time.monotonic() + 60
-    while not (workflow()[0] == "PENDING" and job()["done"] >= 1):
-        assert time.monotonic() < deadline, (workflow(), job())
-        time.sleep(0.1)
-    _, runner_id, attempts = workflow()
-    runner = cluster.pid_of(runner_id)
-    api = next(p for n, p in cluster.procs.items() if p is not runner and n.startswith("api"))
+    job = RunningJob(cluster, 500)
+    runner_id, attempts, runner = job.runner_mid_job()
     bystander = next(
         p for n, p in cluster.procs.items() if p is not runner and n.startswith("worker")
     )
     bystander.kill()
     bystander.start().wait_up(cluster.database_url)
-    _, still, after = workflow()
+    _, still, after = job.workflow()
     assert (still, after) == (runner_id, attempts), "a restarted process left it alone"
 
     runner.kill()
     killed_at = time.monotonic()
-    while workflow()[1] == runner_id:
-        assert time.monotonic() - killed_at < BOUND_S + 15, "not taken over"
-        time.sleep(0.1)
-    taken_over_s = time.monotonic() - killed_at
-    while (state := job())["status"] not in TERMINAL:
-        assert time.monotonic() - killed_at < 120, state
-        time.sleep(0.2)
+    taken_over_s = job.wait_moved_from(runner_id, killed_at)
+    job.assert_completed_once(killed_at)
     runner.start().wait_up(cluster.database_url)
-    assert state["done"] == 450
-    rows = httpx.get(
-        f"{api.url}/api/v1/enrichment-jobs/{job_id}/results", headers=auth(key)
-    ).json()["results"]
-    assert sorted(r["line"] for r in rows) == list(range(1, 451)), "every contact once"
-    notes = [
-        n
-        for n in httpx.get(f"{api.url}/api/v1/notifications", headers=auth(key)).json()
-        if n["data"]["id"] == job_id
-    ]
-    assert len(notes) == 1, "the job finished once"
     assert taken_over_s < BOUND_S + 10, taken_over_s
+
+
+def test_a_process_stopped_with_sigterm_hands_its_job_back(cluster: Cluster) -> None:
+    """SIGTERM the process running a job: it stops, dates its heartbeat back, and a survivor
+    takes the job over and completes it, every contact once."""
+    job = RunningJob(cluster, 1000)
+    runner_id, _, runner = job.runner_mid_job()
+    runner.stop()
+    stopped_at = time.monotonic()
+    job.wait_moved_from(runner_id, stopped_at)
+    job.assert_completed_once(stopped_at)
+    runner.start().wait_up(cluster.database_url)
+    took = re.compile(rf"dead_executor={re.escape(runner_id)} workflows=[1-9]")
+    handed = [p.name for p in cluster.procs.values() if took.search(p.log.read_text())]
+    assert len(handed) == 1, "one survivor took the handed-back workflows over"
 
 
 def test_webhooks_to_both_api_processes_while_one_is_killed_and_restarted(
