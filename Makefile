@@ -32,6 +32,13 @@ format: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
+# Rewrites tests/contracts/stripe/fields.json from the installed stripe SDK, then runs the
+# contract tests (docs/sandbox.md, "Contract tests").
+.PHONY: contracts
+contracts: install
+	$(BIN)/python -m tests.contracts.stripe_sdk
+	$(BIN)/pytest tests/contracts -q
+
 bench: install
 	@for script in bench/[!_]*.py; do \
 		echo "== $$script"; $(BIN)/python "$$script" || exit 1; \

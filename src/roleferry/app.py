@@ -13,7 +13,12 @@ from roleferry.api import health
 from roleferry.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from roleferry.config import Settings
 from roleferry.enrichment import routes as enrichment_routes
-from roleferry.errors import install_error_handlers
+from roleferry.errors import (
+    AUTHENTICATED_ERRORS,
+    PUBLIC_ERRORS,
+    documented_errors,
+    install_error_handlers,
+)
 from roleferry.monitoring import routes as monitoring_routes
 from roleferry.notifications import routes as notification_routes
 from roleferry.runtime import Runtime
@@ -81,14 +86,17 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         on_refused=count_refused_webhook,
     )
     app.add_middleware(RequestContextMiddleware)
-    app.include_router(health.router)
-    app.include_router(user_routes.router)
-    app.include_router(search_routes.router)
-    app.include_router(monitoring_routes.router)
-    app.include_router(webhook_routes.router)
-    app.include_router(enrichment_routes.router)
-    app.include_router(notification_routes.router)
-    app.include_router(webhook_routes.admin)
+    app.include_router(health.router, responses=documented_errors(PUBLIC_ERRORS))
+    for router in (
+        user_routes.router,
+        search_routes.router,
+        monitoring_routes.router,
+        webhook_routes.router,
+        enrichment_routes.router,
+        notification_routes.router,
+        webhook_routes.admin,
+    ):
+        app.include_router(router, responses=documented_errors(AUTHENTICATED_ERRORS))
     app.include_router(web_routes.router)
     api_docs.install(app)
     if settings.bench_routes:

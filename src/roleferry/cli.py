@@ -31,6 +31,7 @@ from roleferry.api_client import (
     resolve_server,
 )
 from roleferry.config import Settings
+from roleferry.csv_export import neutralise_csv_text
 from roleferry.db import Database
 from roleferry.errors import Conflict
 from roleferry.logging import configure_logging
@@ -484,7 +485,7 @@ def enrich(
             results = client.request(
                 "GET", f"{base}/{job_id}/results", headers={"Accept": "text/csv"}
             )
-            target.write_text(results.text)
+            target.write_text(neutralise_csv_text(results.text), newline="")
     except ClientError as exc:
         _fail_with(exc)
     except KeyboardInterrupt:

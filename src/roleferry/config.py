@@ -91,6 +91,12 @@ class Settings(BaseSettings):
 
     sendgrid_webhook_tolerance_s: float = Field(600, gt=0, description="Replay window, seconds.")
     stripe_webhook_tolerance_s: float = Field(300, gt=0, description="Replay window, seconds.")
+    webhook_max_attempts: int = Field(
+        5, ge=1, description="Tries of a failing webhook event before it is parked as failed."
+    )
+    webhook_retry_backoff_s: float = Field(
+        1.0, gt=0, description="Wait before a failing webhook event's second try; doubles."
+    )
 
     bench_routes: bool = Field(
         False, description="Mount POST /_bench/bare, a ceiling for benchmarks."

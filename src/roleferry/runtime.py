@@ -101,7 +101,11 @@ class Runtime:
         self.providers = Providers(self.settings, self.public_url)
         self.inbox_writer = InboxWriter(self.database)
         self.inbox_writer.start()
-        self.inbox = InboxProcessor(self.database)
+        self.inbox = InboxProcessor(
+            self.database,
+            max_attempts=self.settings.webhook_max_attempts,
+            backoff_s=self.settings.webhook_retry_backoff_s,
+        )
         self.inbox.start()
         if self.settings.dogstatsd_url:
             self.dogstatsd = DogStatsD(

@@ -113,7 +113,7 @@ def test_jobs_are_listed_newest_first_paged_filtered_and_private(live: LiveServe
     assert {j["status"] for j in done} == {listed["status"]}
     assert made[0] not in [j["id"] for j in get(live, "").json()["jobs"]], "another user's"
     stranger_cursor = get(live, "", cursor=made[0])
-    assert stranger_cursor.status_code == 422
+    assert stranger_cursor.status_code == 404
     assert stranger_cursor.json()["error"]["details"]["field"] == "cursor"
     for bad in ({"limit": 0}, {"limit": 101}, {"status": "done"}):
         response = get(live, "", key, **bad)

@@ -166,11 +166,12 @@ def test_the_deadline_holds_with_every_provider_hanging(live: LiveServer) -> Non
     ("body", "field"),
     [
         ({"domain": "not a domain", "titles": ["VP"]}, "domain"),
-        ({"domain": "https://acme.com/team", "titles": ["VP"]}, "domain"),
+        ({"domain": "https://localhost/team", "titles": ["VP"]}, "domain"),
         ({"domain": "acme.com", "titles": []}, "titles"),
         ({"domain": "acme.com", "titles": ["  "]}, "titles.0"),
         ({"domain": "acme.com", "titles": ["VP"], "limit": 0}, "limit"),
         ({"domain": "acme.com", "titles": ["VP"], "deadline_s": 11}, "deadline_s"),
+        ({"domain": "acme.com", "titles": ["VP"], "deadline_s": 0.1}, "deadline_s"),
     ],
 )
 def test_bad_search_input_is_422_naming_the_field(

@@ -4,12 +4,11 @@ by notification or by a signed callback."""
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -17,6 +16,7 @@ from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
 from roleferry.api.times import UtcDateTime
+from roleferry.csv_export import write_csv
 from roleferry.enrichment import intake, service, workflows
 from roleferry.enrichment.bulk import request_stop
 from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
@@ -25,6 +25,7 @@ from roleferry.notifications.callbacks import UnsafeCallback, check_url
 
 router = APIRouter(prefix="/api/v1/enrichment-jobs", tags=["enrichment"])
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+_FEED_BYTES = 64 * 1024  # parsed per worker-thread hop
 
 
 class JobAccepted(BaseModel):
@@ -90,6 +91,7 @@ def _verify_patterns(value: object) -> bool:
 
 
 async def _read_request(request: Request) -> service.JobRequest:
+    """The upload, parsed as it streams in and in a worker thread (see intake)."""
     ctype = request.headers.get("content-type", "")
     try:
         if ctype.startswith("multipart/form-data"):
@@ -97,37 +99,49 @@ async def _read_request(request: Request) -> service.JobRequest:
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise Unprocessable("send the CSV as a multipart file field named `file`")
-            # Parsed on a thread: 10,000 rows take a second of CPU that would otherwise stall
-            # every other request of this process (webhook acknowledgements among them).
-            rows, rejected = await asyncio.to_thread(intake.from_csv, await upload.read())
+            await upload.seek(0)
+            parsed = await anyio.to_thread.run_sync(intake.from_csv, upload.file)
             callback = form.get("callback_url")
-            return service.JobRequest(
-                rows,
-                rejected,
-                str(callback) if callback else None,
-                _verify_patterns(form.get("verify_patterns") or False),
-            )
-        try:
-            body = json.loads(await request.body() or b"null")
-        except json.JSONDecodeError as exc:
-            raise Unprocessable(f"the body is not valid JSON: {exc}") from exc
-        if not isinstance(body, dict) or "contacts" not in body:
-            raise Unprocessable(
-                'send {"contacts": [...], "callback_url"?, "verify_patterns"?} as JSON, or a '
-                "CSV as multipart `file`"
-            )
-        callback = body.get("callback_url")
+            verify = form.get("verify_patterns") or False
+        else:
+            parsed = await _read_json(request)
+            callback = parsed.fields.get("callback_url")
+            verify = parsed.fields.get("verify_patterns", False)
         if callback is not None and not isinstance(callback, str):
             raise Unprocessable("callback_url must be a URL string")
-        rows, rejected = await asyncio.to_thread(intake.from_json, body["contacts"])
         return service.JobRequest(
-            rows, rejected, callback, _verify_patterns(body.get("verify_patterns", False))
+            parsed.rows, parsed.rejected, callback or None, _verify_patterns(verify)
         )
     except intake.IntakeError as exc:
         raise Unprocessable(str(exc), details={"rejected": exc.rejected}) from exc
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobAccepted)
+async def _read_json(request: Request) -> intake.Upload:
+    parser = intake.JsonUpload()
+    pending = bytearray()
+    stream = request.stream()
+    try:
+        async for chunk in stream:
+            pending += chunk
+            if len(pending) >= _FEED_BYTES:
+                await anyio.to_thread.run_sync(parser.feed, bytes(pending))
+                pending.clear()
+        await anyio.to_thread.run_sync(parser.feed, bytes(pending))
+        return await anyio.to_thread.run_sync(parser.finish)
+    except intake.IntakeError:
+        # Refused before the end: the rest is read (not parsed) so that the client, still
+        # sending, gets the answer rather than a reset connection.
+        async for _ in stream:
+            pass
+        raise
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    openapi_extra={"requestBody": intake.REQUEST_BODY},
+)
 async def create_job(
     request: Request,
     user: CurrentUser,
@@ -296,12 +310,8 @@ async def job_results(
     )
     rows = [{f: getattr(i, f) for f in RESULT_FIELDS} for i in items]
     if accept and "text/csv" in accept:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
         return Response(
-            buffer.getvalue(),
+            write_csv(RESULT_FIELDS, rows),
             media_type="text/csv",
             headers={"content-disposition": f'attachment; filename="{job_id}.csv"'},
         )

@@ -24,7 +24,7 @@ from roleferry.api.times import iso_z
 from roleferry.db import Database
 from roleferry.enrichment.intake import Row
 from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
-from roleferry.errors import Conflict, NotFound, Unprocessable
+from roleferry.errors import Conflict, NotFound
 from roleferry.notifications.models import Notification
 
 INSERT_CHUNK = 500
@@ -171,8 +171,8 @@ async def list_jobs(
         last = await session.scalar(
             select(EnrichmentJob).where(EnrichmentJob.id == after, EnrichmentJob.user_id == user_id)
         )
-        if last is None:
-            raise Unprocessable(
+        if last is None:  # 404 like any other user's resource: it may exist, not for you
+            raise NotFound(
                 f"cursor {after!r} is not one of your jobs; pass the `next_cursor` of the "
                 "previous page",
                 details={"field": "cursor"},

@@ -72,7 +72,7 @@ WEBHOOK_REQUESTS = Counter(
 )
 WEBHOOK_EVENTS = Counter(
     "roleferry_webhook_events_total",
-    "Webhook events: accepted (new), duplicate (known), applied, failed.",
+    "Webhook events: accepted (new), duplicate (known), applied, failed, retried (a try failed).",
     ["provider", "type", "outcome"],
 )
 WEBHOOK_LAG = Histogram(

@@ -238,7 +238,7 @@ async def _set_faults(sandbox: Sandbox, provider: str, request: Request) -> dict
         )
     try:
         changes = json.loads(await request.body() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
         raise Unprocessable(f"body is not JSON: {exc}") from exc
     if not isinstance(changes, dict):
         raise Unprocessable("body must be a JSON object of fault settings")

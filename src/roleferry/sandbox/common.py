@@ -53,7 +53,7 @@ async def json_object(request: Request, error: type[ProviderHTTPError]) -> dict[
         return {}
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
         raise error(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise error(400, "request body must be a JSON object", code="invalid_json")

@@ -304,6 +304,7 @@ def router() -> APIRouter:
                     "plan_name": "Sandbox",
                     "plan_level": 1,
                     "reset_date": "2026-12-01",
+                    "team_id": 1,
                     "requests": {
                         "searches": {
                             "used": sandbox.hunter_used,

@@ -1,7 +1,7 @@
 """executor heartbeats: which processes run durable work, and since when they are silent
 
 Revision ID: 0007_executor_heartbeats
-Revises: 0005_jobs_cancel_verification
+Revises: 0006_webhook_attempts
 Create Date: 2026-11-26 04:45:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_executor_heartbeats"
-down_revision: str | None = "0005_jobs_cancel_verification"
+down_revision: str | None = "0006_webhook_attempts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
