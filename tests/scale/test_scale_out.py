@@ -19,13 +19,16 @@ from redis import Redis
 from sqlalchemy.engine import make_url
 
 from roleferry.sandbox.world import World
+from roleferry.users import service
 from tests.conftest import POSTGRES_URL, REDIS_URL, _reachable, _service_missing, free_port
 from tests.enrichment.test_jobs_api import TERMINAL, contacts, people
 from tests.scale.cluster import Cluster, Proc, base_env, sql
+from tests.support.webhooks import in_db, sendgrid_event
 from tests.webhooks.test_exactly_once import (
     UNIQUE,
     assert_applied_exactly_once,
     make_batches,
+    poison_suppressions,
     seed_messages,
     send_all,
     wait_all_applied,
@@ -56,7 +59,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         redis.delete(key)
     sandbox_port = free_port()
     env = base_env(tmp, database_url, redis_url, f"http://127.0.0.1:{sandbox_port}")
-    env.update(ROLEFERRY_APOLLO_RATE_LIMIT=APOLLO_LIMIT, ROLEFERRY_BREAKER_OPEN_S="10")
+    env.update(
+        ROLEFERRY_APOLLO_RATE_LIMIT=APOLLO_LIMIT,
+        ROLEFERRY_BREAKER_OPEN_S="10",
+        ROLEFERRY_WEBHOOK_RETRY_BACKOFF_S="0.1",
+        ROLEFERRY_WEBHOOK_MAX_ATTEMPTS="3",
+    )
     sandbox = Proc(
         "sandbox",
         ["sandbox", "--fault", f"apollo:rate_limit={APOLLO_LIMIT};latency_ms=60"],
@@ -90,9 +98,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def user_key(cluster: Cluster) -> str:
-    from roleferry.users import service
-    from tests.support.webhooks import in_db
-
     async def create(session: Any) -> str:
         made = await service.create_user(session, f"u{uuid.uuid4().hex[:8]}@example.com")
         return made.key.raw
@@ -280,9 +285,13 @@ def test_webhooks_to_both_api_processes_while_one_is_killed_and_restarted(
     cluster: Cluster,
 ) -> None:
     """10,000 events (30% duplicates, shuffled) to either API process at random; one is
-    SIGKILLed a third of the way and restarted: none lost, none applied twice."""
+    SIGKILLed a third of the way and restarted: none lost, none applied twice, and a poisoned
+    event (the database refuses its effect) parked as failed without holding the rest."""
     batches, expected = make_batches(seed=17)
+    poisoned = sendgrid_event("bounce", "poison@example.com")
+    batches[len(batches) // 2].append(poisoned)
     seed_messages(cluster.database_url)
+    in_db(cluster.database_url, poison_suppressions)
     apis = [cluster.api("api-a"), cluster.api("api-b")]
     killed = threading.Event()
 
@@ -299,5 +308,10 @@ def test_webhooks_to_both_api_processes_while_one_is_killed_and_restarted(
     chaos.join()
     assert killed.is_set()
     assert retries > 0, "senders saw the killed process and retried"
-    wait_all_applied(cluster.database_url, timeout=120)
-    assert_applied_exactly_once(cluster.database_url, expected)
+    wait_all_applied(cluster.database_url, timeout=120, parked=1)
+    assert_applied_exactly_once(cluster.database_url, expected, parked=1)
+    assert sql(
+        cluster.database_url,
+        "SELECT status, attempts FROM webhook_events WHERE event_id = %s",
+        poisoned["sg_event_id"],
+    ) == [("failed", 3)]
