@@ -3,7 +3,9 @@ shows one /metrics for all its processes, and DogStatsD receives the same figure
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -129,6 +131,22 @@ def test_metrics_sum_across_serve_workers_and_dogstatsd_sends_the_same(
             assert time.monotonic() < deadline, (sent, shown)
             time.sleep(0.2)
         assert len(sent[1]) >= 2, "each process sends its own part"
+
+        # One process dies (uvicorn starts another): what it counted still counts, and its
+        # live gauges are dropped.
+        dead = int(sorted(pids)[0])
+        os.kill(dead, signal.SIGKILL)
+        folder = tmp_path / f"metrics-{port}"
+        deadline = time.monotonic() + 60
+        while (folder / f"gauge_livemostrecent_{dead}.db").exists():
+            assert time.monotonic() < deadline, "the dead process's gauges stayed"
+            try:
+                after = httpx.get(f"{serve.url}/metrics", timeout=5).text
+            except httpx.TransportError:
+                continue
+            time.sleep(0.2)
+        assert _healthz_counts(after)["200"] == shown["200"]
+        assert "roleferry_circuit_state" in after
     finally:
         serve.stop()
         sock.close()
