@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import signal
 import socket
 import sys
@@ -14,7 +15,9 @@ from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
+from uvicorn.supervisors import Multiprocess
 
 from roleferry.api_client import (
     DEFAULT_HOST,
@@ -119,11 +122,25 @@ def serve(
         str, typer.Option(envvar="HOST", help="Interface to listen on.")
     ] = DEFAULT_HOST,
     port: Annotated[int, typer.Option(envvar="PORT", help="Port to listen on.")] = DEFAULT_PORT,
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port (PostgreSQL only if > 1).")
+    ] = 1,
 ) -> None:
     """Migrate the database and serve the API, the dashboard, the workers and the sandbox."""
     from roleferry.app import create_app
+    from roleferry.monitoring import metrics
 
     settings = _settings()
+    if workers > 1 and settings.is_sqlite:
+        _fail(
+            "--workers needs PostgreSQL: SQLite is served by one process. "
+            "Set ROLEFERRY_DATABASE_URL=postgresql://… to run several."
+        )
+    directory = metrics.multiprocess_dir()
+    if directory is None and workers > 1:
+        directory = Path(settings.data_dir) / f"metrics-{port}"
+    if directory is not None:
+        metrics.use_multiprocess(directory, clean=True)
     server_url = connect_url(host, port)
     runtime = Runtime(settings, server_url, listen_host=host)
     try:
@@ -146,10 +163,47 @@ def serve(
             )
         )
 
+    if workers == 1:
+        config = uvicorn.Config(
+            create_app(runtime), log_config=None, proxy_headers=True, timeout_graceful_shutdown=10
+        )
+        ReadyServer(config, ready, lambda: forget_server(data_dir, server_url)).run(sockets=[sock])
+        return
+    # Each process builds its own runtime (its own DBOS executor) from the environment; the
+    # migration above already ran, once, under the lock.
+    os.environ[_SERVE_URL_ENV] = server_url
+    os.environ[_LISTEN_HOST_ENV] = host
     config = uvicorn.Config(
-        create_app(runtime), log_config=None, proxy_headers=True, timeout_graceful_shutdown=10
+        f"{__name__}:worker_app",
+        factory=True,
+        workers=workers,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
     )
-    ReadyServer(config, ready, lambda: forget_server(data_dir, server_url)).run(sockets=[sock])
+    ready()
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        forget_server(data_dir, server_url)
+
+
+_SERVE_URL_ENV = "_ROLEFERRY_SERVE_URL"
+_LISTEN_HOST_ENV = "_ROLEFERRY_LISTEN_HOST"
+
+
+def worker_app() -> FastAPI:
+    """The app of one `serve --workers N` process, built in that process."""
+    from roleferry.app import create_app
+
+    settings = _settings()
+    return create_app(
+        Runtime(
+            settings,
+            os.environ.get(_SERVE_URL_ENV, connect_url(DEFAULT_HOST, DEFAULT_PORT)),
+            listen_host=os.environ.get(_LISTEN_HOST_ENV, DEFAULT_HOST),
+        )
+    )
 
 
 @app.command()
@@ -169,6 +223,12 @@ def worker() -> None:
             "`roleferry worker` needs PostgreSQL: on SQLite, `roleferry serve` runs the workers "
             "in its own process. Set ROLEFERRY_DATABASE_URL=postgresql://… to run several."
         )
+    from roleferry.monitoring import metrics
+
+    directory = metrics.multiprocess_dir()
+    if directory is not None:
+        # Beside a `serve` on this host: its /metrics shows this worker's figures too.
+        metrics.use_multiprocess(directory, clean=False)
     runtime = Runtime(settings)
     runtime.migrate()
     stop = threading.Event()

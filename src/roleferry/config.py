@@ -115,6 +115,32 @@ class Settings(BaseSettings):
     dbos_poll_s: float = Field(
         0.5, gt=0, description="How often DBOS looks for messages and events (and stops)."
     )
+    executor_id: str | None = Field(
+        None,
+        max_length=100,
+        description="This process's DBOS executor id; unique per live process. Default: "
+        "'local' on SQLite (one process), a new id per process start on PostgreSQL.",
+    )
+    heartbeat_interval_s: float = Field(
+        5.0, gt=0, description="How often each process says it is alive (PostgreSQL)."
+    )
+    executor_dead_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A process silent this long is dead: a survivor takes over its workflows.",
+    )
+    shutdown_grace_s: int = Field(
+        0,
+        ge=0,
+        description="On SIGTERM, wait this long for running workflows to finish; what is left "
+        "is handed back to the other processes (PostgreSQL) or resumed at restart (SQLite).",
+    )
+    dogstatsd_url: str | None = Field(
+        None, description="Also send metrics to this DogStatsD agent, e.g. udp://127.0.0.1:8125."
+    )
+    dogstatsd_interval_s: float = Field(
+        10.0, gt=0, description="How often metrics go to the DogStatsD agent."
+    )
 
     sandbox_seed: int = 7
     sandbox_faults: Annotated[list[str], NoDecode] = Field(
@@ -185,6 +211,15 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("ROLEFERRY_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("dogstatsd_url")
+    @classmethod
+    def _valid_dogstatsd(cls, value: str | None) -> str | None:
+        if value is not None:
+            from roleferry.monitoring.dogstatsd import parse_address
+
+            parse_address(value)
         return value
 
     @model_validator(mode="after")

@@ -20,12 +20,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry import outbound
 from roleferry.api.times import iso_z
 from roleferry.config import Settings
+from roleferry.db import insert_for
 from roleferry.notifications.models import CallbackSecret
+from roleferry.users.models import utcnow
 
 if TYPE_CHECKING:
     from roleferry.runtime import Runtime
@@ -50,14 +53,22 @@ async def check_url(runtime: Runtime, url: str) -> outbound.Target:
 
 
 async def secret_for(session: AsyncSession, user_id: str) -> str:
-    row = await session.get(CallbackSecret, user_id)
-    if row is None:
-        row = CallbackSecret(
-            user_id=user_id, secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        )
-        session.add(row)
-        await session.flush()
-    return row.secret
+    """The user's callback secret, made on first use. Two requests (or processes) making it
+    at once both get the one that was stored: INSERT ... ON CONFLICT DO NOTHING, then read."""
+    existing = await session.get(CallbackSecret, user_id)
+    if existing is not None:
+        return existing.secret
+    fresh = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    await session.execute(
+        insert_for(session, CallbackSecret)
+        .values(user_id=user_id, secret=fresh, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    stored = await session.scalar(
+        select(CallbackSecret.secret).where(CallbackSecret.user_id == user_id)
+    )
+    assert stored is not None
+    return stored
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
