@@ -364,7 +364,8 @@ class BreakerMachine(RuleBasedStateMachine):
     def agrees_with_the_table(self) -> None:
         stored = self.run(self.breaker.store.get(self.breaker.key))
         if stored is None:
-            assert self.model.state is CircuitState.CLOSED and not self.model.window
+            assert self.model.state is CircuitState.CLOSED
+            assert not self.model.window
             return
         assert CircuitState(stored["state"]) is self.model.state
         if self.model.state is CircuitState.HALF_OPEN:
