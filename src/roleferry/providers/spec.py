@@ -123,8 +123,9 @@ class LimitHeaders:
     def describe(self) -> str:
         parts = []
         if self.limit and self.remaining:
-            labels = ", ".join(self.windows) or "-"
-            parts.append(f"`{self.limit}` / `{self.remaining}` (windows: {labels})")
+            labels = ", ".join(self.windows)
+            windows = f" (windows: {labels})" if labels else ""
+            parts.append(f"`{self.limit}` / `{self.remaining}`{windows}")
         if self.reset:
             parts.append(f"`{self.reset}` ({self.reset_format})")
         if self.retry_after:

@@ -16,7 +16,6 @@ SPEC = ProviderSpec(
     limits=LimitHeaders(
         limit="X-RateLimit-Limit",
         remaining="X-RateLimit-Remaining",
-        windows={"": 60.0},
         reset="X-RateLimit-Reset",
         reset_format="unix",
         retry_after=None,
