@@ -19,6 +19,7 @@ nothing about the provider's health. State lives in a `StateStore` (Redis when c
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,9 +109,15 @@ class CircuitBreaker:
         return state
 
     async def acquire(self) -> Permit:
-        """Asks to make one call; never waits."""
+        """Asks to make one call; never waits. Closed, it only reads (one Redis round trip):
+        a closed breaker changes nothing for a call that starts."""
         now = self.clock()
         config = self.config
+        current = await self.store.get(self.key)
+        if current is None or current["state"] == int(CircuitState.CLOSED):
+            return Permit(
+                CircuitState.CLOSED, True, generation=(current or {}).get("generation", 0)
+            )
 
         def step(raw: State | None) -> tuple[State, Permit]:
             s = raw or _fresh()
@@ -199,6 +206,11 @@ class CircuitBreaker:
                     )
             return s, CircuitState(s["state"])
 
+        current = await self.store.get(self.key)
+        if current is not None:
+            unchanged, state = step(copy.deepcopy(current))
+            if unchanged == current:
+                return state
         new_state = await self.store.update(self.key, step, self._ttl)
         if new_state is not permit.state and self.on_change:
             self.on_change(self.provider, new_state)

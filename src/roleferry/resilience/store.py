@@ -4,8 +4,8 @@ ROLEFERRY_REDIS_URL is set, so that every process shares one view of each provid
 The logic is written once, as a pure function from the old state to (new state, result);
 a store applies it atomically: in memory by running it without an await in between, in Redis
 with WATCH/MULTI optimistic transactions, retried on conflict a bounded number of times with
-a jittered backoff. Both stores keep state as JSON and write it only when `fn` changed it, so
-a refused call (state unchanged) never extends the TTL; past its TTL, state is gone.
+a jittered backoff. Past its TTL, state is gone. Redis writes state only when `fn` changed it,
+so a refused call (state unchanged) never extends the TTL there.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
 
 R = TypeVar("R")
 State = dict[str, Any]
@@ -42,9 +41,9 @@ class MemoryStore:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
-        self._data: dict[str, tuple[str, float]] = {}
+        self._data: dict[str, tuple[State, float]] = {}
 
-    def _raw(self, key: str) -> str | None:
+    def _live(self, key: str) -> State | None:
         entry = self._data.get(key)
         if entry is None:
             return None
@@ -54,16 +53,13 @@ class MemoryStore:
         return entry[0]
 
     async def update(self, key: str, fn: Update[R], ttl_s: float) -> R:
-        raw = self._raw(key)
-        state, result = fn(json.loads(raw) if raw is not None else None)
-        encoded = json.dumps(state)
-        if encoded != raw:
-            self._data[key] = (encoded, self.clock() + ttl_s)
+        state, result = fn(self._live(key))
+        self._data[key] = (state, self.clock() + ttl_s)
         return result
 
     async def get(self, key: str) -> State | None:
-        raw = self._raw(key)
-        return json.loads(raw) if raw is not None else None
+        """The stored state itself: callers read it, never change it."""
+        return self._live(key)
 
     async def clear(self) -> None:
         self._data.clear()
@@ -88,25 +84,41 @@ class RedisStore:
         self.max_backoff_s = max_backoff_s
 
     async def update(self, key: str, fn: Update[R], ttl_s: float) -> R:
+        """WATCH and GET go in one round trip, MULTI/SET/EXEC in another: two per update, where
+        redis-py's pipeline takes three. A connection interrupted mid-exchange is dropped,
+        never returned to the pool with a WATCH or a reply pending."""
         name = self.prefix + key
-        async with self.redis.pipeline(transaction=True) as pipe:
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
             for number in range(self.max_tries):
-                try:
-                    await pipe.watch(name)
-                    raw = await pipe.get(name)
-                    old = raw.decode() if isinstance(raw, bytes) else raw
-                    state, result = fn(json.loads(old) if old else None)
-                    encoded = json.dumps(state)
-                    if encoded == old:
-                        await pipe.unwatch()  # type: ignore[no-untyped-call]
-                        return result
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(name, encoded, px=max(1, int(ttl_s * 1000)))
-                    await pipe.execute()
+                await conn.send_packed_command(conn.pack_commands([("WATCH", name), ("GET", name)]))
+                await conn.read_response()
+                raw = await conn.read_response()
+                old = raw.decode() if isinstance(raw, bytes) else raw
+                state, result = fn(json.loads(old) if old else None)
+                encoded = json.dumps(state)
+                if encoded == old:
+                    await conn.send_command("UNWATCH")
+                    await conn.read_response()
                     return result
-                except WatchError:
-                    cap = min(self.max_backoff_s, self.backoff_s * 2**number)
-                    await asyncio.sleep(random.uniform(0, cap))
+                ttl_ms = max(1, int(ttl_s * 1000))
+                await conn.send_packed_command(
+                    conn.pack_commands(
+                        [("MULTI",), ("SET", name, encoded, "PX", ttl_ms), ("EXEC",)]
+                    )
+                )
+                await conn.read_response()
+                await conn.read_response()
+                if await conn.read_response() is not None:
+                    return result
+                cap = min(self.max_backoff_s, self.backoff_s * 2**number)
+                await asyncio.sleep(random.uniform(0, cap))
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
         raise StateContention(f"{key}: changed by others on each of {self.max_tries} tries")
 
     async def get(self, key: str) -> State | None:
