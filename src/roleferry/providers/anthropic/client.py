@@ -1,16 +1,21 @@
 """Anthropic through its official SDK, under our policy: the SDK's retries are off
 (`max_retries=0`), each attempt gets the policy's timeout, and whatever the SDK raises is mapped
-by the spec's quirks (529 → Overloaded, spend limit → QuotaExhausted: neither retried)."""
+by the spec's quirks (529 → Overloaded, spend limit → QuotaExhausted: neither retried).
+The SDK is imported and built on first use: importing it takes seconds, and a process that
+never drafts should not start slower."""
 
 from __future__ import annotations
 
-import anthropic
+from typing import TYPE_CHECKING
 
 from roleferry.providers.errors import BadResponse, map_error
 from roleferry.providers.http import ProviderHTTP
 from roleferry.resilience.deadline import Deadline
 from roleferry.resilience.policy import Policy
 from roleferry.resilience.ratelimit import Priority
+
+if TYPE_CHECKING:
+    import anthropic
 
 MESSAGES = "/v1/messages"
 
@@ -20,11 +25,17 @@ class AnthropicClient:
         self.spec = http.spec
         self.name = http.spec.name
         self.policy = policy
-        self.sdk = anthropic.AsyncAnthropic(
-            api_key=http.key,
-            base_url=http.base_url,
-            max_retries=0,
-        )
+        self.http = http
+        self._sdk: anthropic.AsyncAnthropic | None = None
+
+    def sdk(self) -> anthropic.AsyncAnthropic:
+        if self._sdk is None:
+            import anthropic
+
+            self._sdk = anthropic.AsyncAnthropic(
+                api_key=self.http.key, base_url=self.http.base_url, max_retries=0
+            )
+        return self._sdk
 
     async def write(
         self,
@@ -37,9 +48,13 @@ class AnthropicClient:
     ) -> str:
         """The model's text for one user prompt."""
 
+        import anthropic
+
+        sdk = self.sdk()
+
         async def attempt(timeout: float) -> str:
             try:
-                message = await self.sdk.messages.create(
+                message = await sdk.messages.create(
                     model=model,
                     max_tokens=max_tokens,
                     messages=[{"role": "user", "content": prompt}],
@@ -55,4 +70,5 @@ class AnthropicClient:
         return await self.policy.call(MESSAGES, attempt, deadline=deadline, priority=priority)
 
     async def aclose(self) -> None:
-        await self.sdk.close()
+        if self._sdk is not None:
+            await self._sdk.close()

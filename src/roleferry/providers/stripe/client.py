@@ -1,13 +1,12 @@
 """Stripe through its official SDK, under our policy: `max_network_retries=0` (only the policy
 retries), async calls over httpx, an Idempotency-Key on every POST so a retried payment is not
-charged twice, and the SDK's errors mapped by the spec's quirks (card_error → PaymentDeclined)."""
+charged twice, and the SDK's errors mapped by the spec's quirks (card_error → PaymentDeclined).
+The SDK is imported and built on first use, so start-up does not pay for it."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
-
-import stripe
 
 from roleferry.providers.errors import map_error
 from roleferry.providers.http import ProviderHTTP
@@ -24,13 +23,22 @@ class StripeClient:
         self.spec = http.spec
         self.name = http.spec.name
         self.policy = policy
-        self._http_client = stripe.HTTPXClient()
-        self.sdk = stripe.StripeClient(
-            http.key,
-            base_addresses={"api": http.base_url},
-            max_network_retries=0,
-            http_client=self._http_client,
-        )
+        self.http = http
+        self._http_client: Any = None
+        self._sdk: Any = None
+
+    def sdk(self) -> Any:
+        if self._sdk is None:
+            import stripe
+
+            self._http_client = stripe.HTTPXClient()
+            self._sdk = stripe.StripeClient(
+                self.http.key,
+                base_addresses={"api": self.http.base_url},
+                max_network_retries=0,
+                http_client=self._http_client,
+            )
+        return self._sdk
 
     async def _post(
         self,
@@ -40,6 +48,8 @@ class StripeClient:
         idempotency_key: str | None,
         deadline: Deadline,
     ) -> Any:
+        import stripe
+
         options = {"idempotency_key": idempotency_key or str(uuid.uuid4())}
 
         async def attempt(_timeout: float) -> Any:
@@ -57,7 +67,7 @@ class StripeClient:
     ) -> Any:
         return await self._post(
             CHECKOUT,
-            self.sdk.v1.checkout.sessions.create_async,
+            self.sdk().v1.checkout.sessions.create_async,
             params,
             idempotency_key,
             deadline,
@@ -68,11 +78,12 @@ class StripeClient:
     ) -> Any:
         return await self._post(
             PAYMENT_INTENTS,
-            self.sdk.v1.payment_intents.create_async,
+            self.sdk().v1.payment_intents.create_async,
             params,
             idempotency_key,
             deadline,
         )
 
     async def aclose(self) -> None:
-        await self._http_client.close_async()  # type: ignore[no-untyped-call]
+        if self._http_client is not None:
+            await self._http_client.close_async()
