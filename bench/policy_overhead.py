@@ -6,11 +6,12 @@ call alternate in one run, in rotating order, so drift and noise fall on all of 
 
     .venv/bin/python bench/policy_overhead.py [--calls 2000] [--redis redis://127.0.0.1:6379/0]
 
-A fourth row times one Redis GET in the same loop: the price of a round trip on this machine,
-which the Redis variant pays four times (breaker read, budget WATCH+GET and MULTI/EXEC, breaker
-read on record). The policy runs on a virtual clock that moves 0.2 s per call, so Clay's
-default budget (10/1) always has room and its log holds what it holds in service (at most 10
-calls), rather than the thousands a tight loop would pile into one second.
+Three more rows, timed in the same loop, separate the policy from the machine: one Redis GET
+(a round trip, which the Redis variant pays four times: breaker read, budget WATCH+GET and
+MULTI/EXEC, breaker read on record), and the policy alone around an attempt that returns at
+once, in memory and in Redis. The policy runs on a virtual clock that moves 0.2 s per call,
+so Clay's default budget (10/1) always has room and its log holds what it holds in service
+(at most 10 calls), rather than the thousands a tight loop would pile into one second.
 Targets: at p50 at most 10% added; at p99 at most 1 ms added.
 """
 
@@ -85,10 +86,13 @@ async def run(url: str, calls: int, redis_url: str) -> dict[str, list[float]]:
         response = await http.request("POST", PATH, json=BODY, timeout=timeout)
         return http.json_object(response, PATH)
 
-    def through(p: Policy) -> Callable[[], Awaitable[Any]]:
+    async def nothing(_timeout: float) -> None:
+        return None
+
+    def through(p: Policy, call: Callable[[float], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
         async def send() -> Any:
             clock.now += 0.2
-            return await p.call(PATH, attempt, deadline=Deadline(5))
+            return await p.call(PATH, call, deadline=Deadline(5))
 
         return send
 
@@ -97,9 +101,11 @@ async def run(url: str, calls: int, redis_url: str) -> dict[str, list[float]]:
 
     kinds: dict[str, Callable[[], Awaitable[Any]]] = {
         "bare httpx": send_bare,
-        "policy, memory": through(in_memory),
-        "policy, Redis": through(in_redis),
+        "policy, memory": through(in_memory, attempt),
+        "policy, Redis": through(in_redis, attempt),
         "one Redis GET": redis_get,
+        "policy alone, memory": through(in_memory, nothing),
+        "policy alone, Redis": through(in_redis, nothing),
     }
     times: dict[str, list[float]] = {name: [] for name in kinds}
     order = list(kinds)
@@ -130,15 +136,15 @@ def main() -> None:
         times = asyncio.run(run(url, args.calls, args.redis))
     bare = times["bare httpx"]
     print(f"{args.calls} calls each (after 200 warm-up), one process, sequential")
-    print(f"{'':16} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>11} {'added p99 ms':>13}")
+    print(f"{'':20} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>11} {'added p99 ms':>13}")
     for name, values in times.items():
-        if name == "one Redis GET":
-            print(f"{name:16} {pct(values, 0.5) * 1000:8.3f} {pct(values, 0.99) * 1000:8.3f}")
+        if name not in ("policy, memory", "policy, Redis", "bare httpx"):
+            print(f"{name:20} {pct(values, 0.5) * 1000:8.3f} {pct(values, 0.99) * 1000:8.3f}")
             continue
         p50, p99 = pct(values, 0.5) * 1000, pct(values, 0.99) * 1000
         added50 = (pct(values, 0.5) / pct(bare, 0.5) - 1) * 100
         added99 = p99 - pct(bare, 0.99) * 1000
-        print(f"{name:16} {p50:8.3f} {p99:8.3f} {added50:10.1f}% {added99:13.3f}")
+        print(f"{name:20} {p50:8.3f} {p99:8.3f} {added50:10.1f}% {added99:13.3f}")
 
 
 if __name__ == "__main__":
