@@ -66,6 +66,7 @@ class Providers:
                     windows=Window.parse(rates[provider]),
                     attempt_timeout_s=settings.attempt_timeout_s,
                     bulk_share=settings.bulk_share,
+                    user_share=settings.user_budget_share,
                     breaker=BreakerConfig(open_s=settings.breaker_open_s),
                 ),
                 self.store,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -51,17 +52,21 @@ class RetryConfig:
 @dataclass(frozen=True)
 class PolicyConfig:
     """Defaults: 2 s per attempt (shrunk to the deadline); at most 10 calls in flight per
-    provider and process; bulk work takes at most 80% of each rate window."""
+    provider and process; bulk work takes at most 80% of each rate window; one user all of it
+    (`user_share`, set from ROLEFERRY_USER_BUDGET_SHARE)."""
 
     windows: list[Window]
     attempt_timeout_s: float = 2.0
     max_concurrency: int = 10
     bulk_share: float = 0.8
+    user_share: float = 1.0
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
 
 AttemptFn = Callable[[float], Awaitable[T]]
+HEDGE_FLOOR_S = 0.3
+LATENCY_SAMPLES = 50
 
 
 class Policy:
@@ -84,7 +89,10 @@ class Policy:
         self.breaker = CircuitBreaker(
             provider, store, config.breaker, clock, on_change=_publish_state
         )
-        self.limiter = RateLimiter(provider, store, config.windows, config.bulk_share, clock)
+        self.limiter = RateLimiter(
+            provider, store, config.windows, config.bulk_share, clock, config.user_share
+        )
+        self._answers: dict[str, deque[float]] = {}
         self.bulkhead = asyncio.Semaphore(config.max_concurrency)
         CIRCUIT_STATE.labels(provider).set(0)
 
@@ -160,6 +168,11 @@ class Policy:
         try:
             async with asyncio.timeout(timeout):
                 return await attempt(timeout)
+        except asyncio.CancelledError:
+            # Cancelled because a hedged rival answered first: it did not answer in its usual
+            # time, so the breaker counts it as a slow call (a hanging provider opens it).
+            error = _CANCELLED
+            raise
         except TimeoutError as exc:
             error = Timeout(self.provider, f"{endpoint} did not answer within {timeout:.2f}s")
             raise error from exc
@@ -170,6 +183,8 @@ class Policy:
             raise
         finally:
             duration = time.perf_counter() - started
+            if error is _CANCELLED:
+                duration = max(duration, self.config.breaker.slow_call_s)
             await self.breaker.record(
                 permit,
                 failed=error is not None and error.counts_as_failure,
@@ -184,13 +199,35 @@ class Policy:
         return self.rng.uniform(0, min(retry.max_s, retry.base_s * 2 ** (number - 1)))
 
     async def availability(self, priority: Priority) -> ProviderError | None:
-        """Why a call would be refused right now without sending it, or None if it may go."""
-        state = await self.breaker.state()
-        if state is CircuitState.OPEN:
-            return CircuitOpen(self.provider, self.config.breaker.open_s)
-        if await self.limiter.remaining(priority) <= 0:
-            return BudgetExhausted(self.provider, 1.0)
+        """Why a call would be refused right now without sending it, with the true time until
+        it would go, or None if it may go."""
+        opens_in = await self.breaker.opens_in()
+        if opens_in > 0:
+            return CircuitOpen(self.provider, opens_in)
+        left, wait = await self.limiter.room(priority)
+        if left <= 0:
+            return BudgetExhausted(self.provider, wait)
         return None
+
+    def observe_answer(self, operation: str, seconds: float) -> None:
+        """An operation (a search, an email look-up) that answered, and how long it took."""
+        samples = self._answers.setdefault(operation, deque(maxlen=LATENCY_SAMPLES))
+        samples.append(seconds)
+
+    def hedge_after_s(self, operation: str) -> float:
+        """When to start the next provider beside this one: its p95 over the last answers,
+        never under 0.3 s."""
+        samples = sorted(self._answers.get(operation, ()))
+        if len(samples) < 5:
+            return HEDGE_FLOOR_S
+        return max(HEDGE_FLOOR_S, samples[min(len(samples) - 1, int(0.95 * len(samples)))])
+
+
+class _Cancelled(ProviderError):
+    kind = "cancelled"
+
+
+_CANCELLED = _Cancelled("policy", "cancelled")
 
 
 def _publish_state(provider: str, state: CircuitState) -> None:
