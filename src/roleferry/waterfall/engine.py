@@ -8,9 +8,10 @@ skipped too. What the contact ends with:
 
 - `Found`: a verified or likely email; the walk stopped there.
 - `NotFound`: every provider that could help answered without one.
-- `RetryAt`: a provider that could still help was skipped. With a wait policy (bulk), a provider
-  that frees within `max_wait_s` is waited for (the caller sleeps until `at`); one that does
-  not is given up for this contact. A failure is retried (`transient`, the caller's backoff).
+- `RetryAt`: a provider that could still help was skipped. In bulk, a provider whose budget
+  refills within `max_wait_s` is waited for (the caller sleeps until `at`); one that does not,
+  or whose breaker is open, is given up for this contact. A failure is retried (`transient`,
+  the caller's backoff). With nothing answered at all, `at` is when the first provider frees.
 
 Interactive batches (search) share one deadline, each provider getting the time left minus a
 reserve for those after it, and hedge: when the provider being tried has not answered by its
@@ -93,10 +94,13 @@ class _Item(Generic[R]):
     refused: dict[str, ProviderError] = field(default_factory=dict)
     failed: dict[str, ProviderError] = field(default_factory=dict)
     skipped: set[str] = field(default_factory=set)
+    waits: bool = False
+    """Waits for a refused provider that frees soon: asks none after it in this run."""
 
     def wants(self, name: str) -> bool:
         return (
             not self.satisfied
+            and not self.waits
             and name not in self.done
             and GIVEN_UP + name not in self.done
             and name not in self.skipped
@@ -257,7 +261,7 @@ class Waterfall:
                 [i.query for i in batch], deadline=slot, priority=priority
             )
 
-        await self._walk(items, "find_emails", ask, priority, deadline)
+        await self._walk(items, "find_emails", ask, priority, deadline, wait)
         return [self._decide_email(item, priority, wait) for item in items]
 
     async def search(
@@ -281,7 +285,7 @@ class Waterfall:
                 )
             ]
 
-        await self._walk(items, "search_people", ask, priority, deadline)
+        await self._walk(items, "search_people", ask, priority, deadline, WaitPolicy())
         decisions: list[SearchDecision] = []
         for item in items:
             answered = any(a.outcome in ("ok", "empty") for a in item.attempts)
@@ -302,8 +306,12 @@ class Waterfall:
         ask: Ask,
         priority: Priority,
         deadline: Deadline | None,
+        wait: WaitPolicy,
     ) -> None:
-        """Every provider in order, for the items that still want it."""
+        """Every provider in order, for the items that still want it. In bulk, a provider
+        refused for no longer than `wait.max_wait_s` is waited for (the items ask no later one
+        now, so they get the same answers as when nothing is refused); one refused for longer
+        is passed over at once."""
         hedging = priority is Priority.INTERACTIVE and len(items) == 1
         for index, name in enumerate(self.order):
             asking = [i for i in items if i.wants(name)]
@@ -311,11 +319,7 @@ class Waterfall:
                 continue
             refusal = await self.policies[name].availability(priority)
             if refusal is not None:
-                for item in asking:
-                    item.refused[name] = refusal
-                    item.attempts.append(
-                        Attempt(name, f"skipped_{refusal.kind}", 0.0, detail=refusal.message)
-                    )
+                self._refused(asking, name, refusal, priority, wait)
                 continue
             slot = self._slot(index, deadline)
             if slot is None:
@@ -331,10 +335,26 @@ class Waterfall:
             size = 1 if operation == "search_people" else self.email_finders[name].batch_size
             for start in range(0, len(asking), size):
                 batch = asking[start : start + size]
-                if not await self._ask(batch, operation, ask, name, slot):
-                    for item in asking[start + size :]:
-                        item.refused[name] = batch[0].refused[name]
+                refusal = await self._ask(batch, operation, ask, name, slot)
+                if refusal is not None:
+                    self._refused(asking[start:], name, refusal, priority, wait)
                     break
+
+    @staticmethod
+    def _refused(
+        items: Sequence[_Item[Any]],
+        name: str,
+        refusal: ProviderError,
+        priority: Priority,
+        wait: WaitPolicy,
+    ) -> None:
+        waits = _waits_for(refusal, priority, wait)
+        for item in items:
+            item.refused[name] = refusal
+            item.waits = item.waits or waits
+            item.attempts.append(
+                Attempt(name, f"skipped_{refusal.kind}", 0.0, detail=refusal.message)
+            )
 
     def _slot(self, index: int, deadline: Deadline | None) -> Deadline | None:
         """This provider's time: the deadline's remainder less a reserve for those after it;
@@ -354,25 +374,21 @@ class Waterfall:
         ask: Ask,
         name: str,
         slot: Deadline,
-    ) -> bool:
-        """One call for a batch; False when the provider refused it (skip its other batches)."""
+    ) -> ProviderError | None:
+        """One call for a batch; the refusal, when the provider refused it (then its other
+        batches are not sent)."""
         started = time.perf_counter()
         try:
             results = await ask(name, batch, slot)
         except (CircuitOpen, BudgetExhausted) as refusal:
-            for item in batch:
-                item.refused[name] = refusal
-                item.attempts.append(
-                    Attempt(name, f"skipped_{refusal.kind}", 0.0, detail=refusal.message)
-                )
-            return False
+            return refusal
         except ProviderError as error:
             self._failed(batch, name, error, started)
-            return True
+            return None
         self.policies[name].observe_answer(operation, time.perf_counter() - started)
         for item, result in zip(batch, results, strict=True):
             self._answered(item, name, result, started)
-        return True
+        return None
 
     def _answered(self, item: _Item[Any], name: str, result: Any, started: float) -> None:
         item.done.add(name)
@@ -483,12 +499,9 @@ class Waterfall:
             return Found(item.best, item.attempts, self._degraded(item))
         now = self.clock()
         waiting = {
-            name: error
-            for name, error in item.refused.items()
-            if isinstance(error, CircuitOpen | BudgetExhausted)
-            and error.retry_in <= wait.max_wait_s
+            name: error for name, error in item.refused.items() if _waits_for(error, priority, wait)
         }
-        if waiting and priority is Priority.BULK:
+        if waiting:
             name, refusal = min(waiting.items(), key=lambda kv: _retry_in(kv[1]))
             return RetryAt(
                 now + _retry_in(refusal),
@@ -531,6 +544,16 @@ class Waterfall:
         return RetryAt(
             now + TRANSIENT_RETRY_S, name, "every provider failed", item.attempts, transient=True
         )
+
+
+def _waits_for(refusal: ProviderError, priority: Priority, wait: WaitPolicy) -> bool:
+    """Bulk waits for a spent budget that refills within `max_wait_s`; never for an open
+    breaker (a failing provider may stay so) nor in interactive work."""
+    return (
+        priority is Priority.BULK
+        and isinstance(refusal, BudgetExhausted)
+        and refusal.retry_in <= wait.max_wait_s
+    )
 
 
 def _retry_in(error: ProviderError) -> float:
