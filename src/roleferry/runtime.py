@@ -12,9 +12,11 @@ import structlog
 from sqlalchemy import text
 
 from roleferry import migrations
-from roleferry.config import Provider, Settings
+from roleferry.config import Settings
 from roleferry.db import Database, DatabaseUrls
+from roleferry.monitoring.integrations import IntegrationStats
 from roleferry.process_lock import ProcessLock
+from roleferry.providers.catalog import SPECS
 from roleferry.providers.registry import Providers
 from roleferry.webhooks.inbox import InboxWriter
 from roleferry.webhooks.processor import InboxProcessor
@@ -35,6 +37,7 @@ class Runtime:
         self._locked = False
         self.database: Database | None = None
         self.providers: Providers | None = None
+        self.integration_stats = IntegrationStats()
         self.inbox: InboxProcessor | None = None
         self.inbox_writer: InboxWriter | None = None
         self.dbos_launched = False
@@ -63,7 +66,7 @@ class Runtime:
     async def start(self, *, launch_dbos: bool = True) -> None:
         self.lock()
         self.database = Database(self.settings.database_url)
-        self.providers = Providers(self.settings, self.public_url)
+        self.providers = Providers(self.settings, self.public_url, self.integration_stats)
         self.inbox_writer = InboxWriter(self.database)
         self.inbox_writer.start()
         self.inbox = InboxProcessor(self.database)
@@ -74,13 +77,13 @@ class Runtime:
 
             workflows.bind(self)
             await workflows.register_queue()
-        for provider in Provider:
-            mode = "live" if self.settings.is_live(provider) else "sandbox"
+        for spec in SPECS:
+            mode = "live" if self.settings.is_live(spec.name) else "sandbox"
             log.info(
                 "provider_configured",
-                provider=provider.value,
+                provider=spec.name,
                 mode=mode,
-                base_url=self.settings.base_url(provider, self.public_url),
+                base_url=self.settings.base_url(spec.name, self.public_url),
             )
 
     async def stop(self) -> None:

@@ -94,6 +94,7 @@ async def test_redis_store_shares_one_budget(redis_url: str) -> None:
 HAMMER = textwrap.dedent("""
     import asyncio, json, sys
     from pathlib import Path
+    from roleferry.monitoring.integrations import IntegrationStats
     from roleferry.providers.registry import Providers
     from roleferry.providers import errors
     from roleferry.resilience.deadline import Deadline
@@ -102,7 +103,8 @@ HAMMER = textwrap.dedent("""
 
     async def main() -> None:
         url, redis, tmp = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-        providers = Providers(make_settings(tmp, redis_url=redis, apollo_rate_limit="10/2"), url)
+        settings = make_settings(tmp, redis_url=redis, apollo_rate_limit="10/2")
+        providers = Providers(settings, url, IntegrationStats())
         sent = refused = 0
         loop = asyncio.get_running_loop()
         end = loop.time() + 3

@@ -3,12 +3,17 @@ ROLEFERRY_REDIS_URL is set, so that every process shares one view of each provid
 
 The logic is written once, as a pure function from the old state to (new state, result);
 a store applies it atomically: in memory by running it without an await in between, in Redis
-with WATCH/MULTI optimistic transactions, retried on conflict.
+with WATCH/MULTI optimistic transactions, retried on conflict a bounded number of times with
+a jittered backoff. Both stores keep state as JSON and write it only when `fn` changed it, so
+a refused call (state unchanged) never extends the TTL; past its TTL, state is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -18,6 +23,10 @@ from redis.exceptions import WatchError
 R = TypeVar("R")
 State = dict[str, Any]
 Update = Callable[[State | None], tuple[State, R]]
+
+
+class StateContention(RuntimeError):
+    """Other processes changed the same key on every try: too much contention to go on."""
 
 
 class StateStore(Protocol):
@@ -31,16 +40,30 @@ class StateStore(Protocol):
 class MemoryStore:
     """One process's state; atomic because `fn` runs between two awaits."""
 
-    def __init__(self) -> None:
-        self._data: dict[str, State] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._data: dict[str, tuple[str, float]] = {}
+
+    def _raw(self, key: str) -> str | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if self.clock() >= entry[1]:
+            del self._data[key]
+            return None
+        return entry[0]
 
     async def update(self, key: str, fn: Update[R], ttl_s: float) -> R:
-        state, result = fn(self._data.get(key))
-        self._data[key] = state
+        raw = self._raw(key)
+        state, result = fn(json.loads(raw) if raw is not None else None)
+        encoded = json.dumps(state)
+        if encoded != raw:
+            self._data[key] = (encoded, self.clock() + ttl_s)
         return result
 
     async def get(self, key: str) -> State | None:
-        return self._data.get(key)
+        raw = self._raw(key)
+        return json.loads(raw) if raw is not None else None
 
     async def clear(self) -> None:
         self._data.clear()
@@ -49,24 +72,42 @@ class MemoryStore:
 class RedisStore:
     """State shared by every process on one Redis, under `prefix`."""
 
-    def __init__(self, redis: Redis, prefix: str = "roleferry:") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "roleferry:",
+        *,
+        max_tries: int = 50,
+        backoff_s: float = 0.001,
+        max_backoff_s: float = 0.05,
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.max_tries = max_tries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
 
     async def update(self, key: str, fn: Update[R], ttl_s: float) -> R:
         name = self.prefix + key
         async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
+            for number in range(self.max_tries):
                 try:
                     await pipe.watch(name)
                     raw = await pipe.get(name)
-                    state, result = fn(json.loads(raw) if raw else None)
+                    old = raw.decode() if isinstance(raw, bytes) else raw
+                    state, result = fn(json.loads(old) if old else None)
+                    encoded = json.dumps(state)
+                    if encoded == old:
+                        await pipe.unwatch()  # type: ignore[no-untyped-call]
+                        return result
                     pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.set(name, json.dumps(state), px=max(1, int(ttl_s * 1000)))
+                    pipe.set(name, encoded, px=max(1, int(ttl_s * 1000)))
                     await pipe.execute()
                     return result
                 except WatchError:
-                    continue
+                    cap = min(self.max_backoff_s, self.backoff_s * 2**number)
+                    await asyncio.sleep(random.uniform(0, cap))
+        raise StateContention(f"{key}: changed by others on each of {self.max_tries} tries")
 
     async def get(self, key: str) -> State | None:
         raw = await self.redis.get(self.prefix + key)
