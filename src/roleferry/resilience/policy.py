@@ -186,6 +186,10 @@ class Policy:
             error = Timeout(self.provider, f"{endpoint} did not answer within {timeout:.2f}s")
             await self._settle(endpoint, permit, started, error)
             raise error from exc
+        except asyncio.CancelledError:
+            if permit.state is CircuitState.CLOSED:
+                await asyncio.shield(self._cancelled(endpoint, permit, started))
+            raise
         except Refusal:
             raise
         except CallError as exc:
@@ -195,6 +199,17 @@ class Policy:
             raise
         await self._settle(endpoint, permit, started, None)
         return result
+
+    async def _cancelled(self, endpoint: str, permit: Permit, started: float) -> None:
+        """A call cancelled in flight, as a hedged one is when its rival answers first: it
+        did not answer in its usual time, so the closed breaker counts it as a slow call
+        (a hanging provider then opens it instead of costing every search a hedge). A
+        half-open probe is released instead (see `call`)."""
+        duration = time.perf_counter() - started
+        await self.breaker.record(
+            permit, failed=False, duration_s=max(duration, self.config.breaker.slow_call_s)
+        )
+        self.stats.observe(self.provider, endpoint, duration, "cancelled")
 
     async def _settle(
         self, endpoint: str, permit: Permit, started: float, error: CallError | None
