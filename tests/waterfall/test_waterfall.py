@@ -31,6 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         attempt_timeout_s=0.5,
         breaker_open_s=60,
         user_budget_share=1.0,
+        user_rate_limit="100000/1",
         no_hedge=["apollo", "clay", "hunter"],
     ) as live:
         yield live

@@ -66,7 +66,11 @@ class Window:
         windows = []
         for part in spec.split(","):
             limit, _, period = part.strip().partition("/")
-            windows.append(cls(int(limit), float(period or 1)))
+            try:
+                windows.append(cls(int(limit), float(period or 1)))
+            except ValueError:
+                windows = []
+                break
         if not windows or any(w.limit < 1 or w.period_s <= 0 for w in windows):
             raise ValueError(f"rate limit must look like 100/3600 or 15/1,500/60: {spec!r}")
         return windows
