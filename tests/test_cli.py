@@ -157,6 +157,24 @@ def test_search_prints_a_table(
     assert "bare domain" in bad.stderr
 
 
+def test_search_refresh_bypasses_the_cache(
+    server: tuple[str, subprocess.Popen[str]], env: dict[str, str], tmp_path: Path
+) -> None:
+    """The same search twice is answered from the cache; `--refresh` asks the providers."""
+    url, _ = server
+    domain = httpx.get(f"{url}/sandbox/_world/companies", params={"limit": 3}).json()["companies"][
+        2
+    ]["domain"]
+    command = ["search", domain, "--title", "VP", "--server", url]
+    assert run(command, env, tmp_path).returncode == 0
+    again = run(command, env, tmp_path)
+    assert again.stdout.strip().endswith("cached"), again.stdout
+    fresh = run([*command, "--refresh"], env, tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "cached" not in fresh.stdout
+    assert "apollo ok" in fresh.stdout
+
+
 def test_enrich_follows_a_job_and_resumes_it_after_ctrl_c(
     server: tuple[str, subprocess.Popen[str]], env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -78,7 +78,19 @@ class Settings(_ProviderSettings):
     waterfall: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["apollo", "clay", "hunter"]
     )
-    search_deadline_s: float = Field(5.0, gt=0, le=10)
+    search_deadline_s: float = Field(
+        5.0, gt=0, le=10, description="Deadline of a search or enrich that names none."
+    )
+    user_budget_share: float = Field(
+        0.5, gt=0, le=1, description="Share of each provider budget one user may use."
+    )
+    user_rate_limit: str = Field(
+        "20/1,600/60", description="API requests per user: calls/seconds[,…]."
+    )
+    no_hedge: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Providers whose slow interactive calls are not hedged: apollo,clay",
+    )
     search_cache_ttl_s: int = Field(86_400, ge=0)
 
     sendgrid_webhook_tolerance_s: float = Field(600, gt=0, description="Replay window, seconds.")
@@ -108,7 +120,9 @@ class Settings(_ProviderSettings):
         description="Mount /sandbox; defaults to on when any provider has no key.",
     )
 
-    @field_validator("stripe_webhook_secret", "sandbox_faults", "waterfall", mode="before")
+    @field_validator(
+        "stripe_webhook_secret", "sandbox_faults", "waterfall", "no_hedge", mode="before"
+    )
     @classmethod
     def _split_lists(cls, value: object) -> object:
         return _split_csv(value)
@@ -119,6 +133,22 @@ class Settings(_ProviderSettings):
         allowed = {s.name for s in SPECS if s.offers(Capability.EMAIL_FINDER)}
         if not value or set(value) - allowed or len(set(value)) != len(value):
             raise ValueError(f"waterfall must list some of {sorted(allowed)} once each")
+        return value
+
+    @field_validator("no_hedge")
+    @classmethod
+    def _known_hedged(cls, value: list[str]) -> list[str]:
+        allowed = {s.name for s in SPECS if s.offers(Capability.EMAIL_FINDER)}
+        if set(value) - allowed:
+            raise ValueError(f"no_hedge must list some of {sorted(allowed)}")
+        return value
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _valid_user_rate(cls, value: str) -> str:
+        from roleferry.resilience.ratelimit import Window
+
+        Window.parse(value)
         return value
 
     @model_validator(mode="after")

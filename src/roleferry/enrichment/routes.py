@@ -10,13 +10,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
-from roleferry.enrichment import intake, service, workflows
+from roleferry.enrichment import bulk, intake, service, workflows
 from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
 from roleferry.errors import BadRequest, Unprocessable
 from roleferry.notifications.callbacks import UnsafeCallback, check_url
@@ -45,6 +45,10 @@ class JobOut(BaseModel):
     credits_used: int
     rejected: list[dict[str, Any]]
     estimated_completion: float | None = Field(description="Unix time, while running.")
+    waiting: dict[str, Any] | None = Field(
+        None,
+        description="While no contact can be worked on: {provider, until (unix s), reason}.",
+    )
     created_at: str
     callback_url: str | None
 
@@ -85,6 +89,15 @@ async def create_job(
     user: CurrentUser,
     runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    max_wait_s: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=3600,
+            description="How long a contact may wait for an unavailable provider before the "
+            "job goes on without it, in seconds.",
+        ),
+    ] = bulk.MAX_WAIT_S,
 ) -> JSONResponse:
     """Queues contacts to enrich (JSON, or a CSV upload of up to 10,000 rows)."""
     rows, rejected, callback = await _read_request(request)
@@ -97,7 +110,7 @@ async def create_job(
         runtime.db, user.id, rows, rejected, callback, idempotency_key
     )
     if created:
-        await workflows.enqueue(job.id, user.id)
+        await workflows.enqueue(job.id, user.id, max_wait_s)
     body = JobAccepted(id=job.id, status=job.status, total=job.total, rejected=job.rejected)
     return JSONResponse(
         body.model_dump(),
@@ -125,6 +138,7 @@ async def _job_out(session: Any, job: EnrichmentJob, now: float) -> JobOut:
         credits_used=sum(tally["by_provider"].values()),
         rejected=job.rejected,
         estimated_completion=eta,
+        waiting=await bulk.waiting(session, job.id, now) if job.status == "running" else None,
         created_at=job.created_at.isoformat(),
         callback_url=job.callback_url,
     )

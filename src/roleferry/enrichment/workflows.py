@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
 
 from roleferry.enrichment import service
-from roleferry.enrichment.bulk import BulkEnricher
+from roleferry.enrichment.bulk import MAX_WAIT_S, BulkEnricher
+from roleferry.waterfall.engine import Waterfall
 
 if TYPE_CHECKING:
     from roleferry.runtime import Runtime
 
 QUEUE = "enrichment"
+HOLD_S = 5.0
+"""A job that must wait longer than this gives its user's queue slot back while it sleeps."""
 _runtime: dict[str, Runtime] = {}
 
 
@@ -38,12 +41,19 @@ async def register_queue() -> None:
     )
 
 
-async def enqueue(job_id: str, user_id: str) -> None:
+async def enqueue(
+    job_id: str,
+    user_id: str,
+    max_wait_s: float = MAX_WAIT_S,
+    *,
+    workflow_id: str | None = None,
+    resumed: bool = False,
+) -> None:
     queue = await DBOS.retrieve_queue_async(QUEUE)
     if queue is None:
         raise RuntimeError(f"the {QUEUE} queue is not registered")
-    with SetWorkflowID(job_id), SetEnqueueOptions(queue_partition_key=user_id):
-        await queue.enqueue_async(enrichment_workflow, job_id)
+    with SetWorkflowID(workflow_id or job_id), SetEnqueueOptions(queue_partition_key=user_id):
+        await queue.enqueue_async(enrichment_workflow, job_id, max_wait_s, resumed)
 
 
 @DBOS.step()
@@ -53,20 +63,25 @@ async def start_step(job_id: str) -> bool:
 
 
 @DBOS.step()
-async def chunk_step(job_id: str) -> dict[str, Any]:
+async def chunk_step(job_id: str, max_wait_s: float = MAX_WAIT_S) -> dict[str, Any]:
     runtime = _current()
     providers = runtime.providers
     assert providers is not None
     enricher = BulkEnricher(
         runtime.db,
-        runtime.settings.waterfall,
-        providers.email_finders,
+        Waterfall.of(providers, runtime.settings),
         runtime.settings.search_cache_ttl_s,
         runtime.clock,
         runtime.settings.enrichment_backoff_s,
+        max_wait_s,
     )
     result = await enricher.run(job_id)
-    return {"remaining": result.remaining, "wait_s": result.wait_s, "cancelled": result.cancelled}
+    return {
+        "remaining": result.remaining,
+        "wait_s": result.wait_s,
+        "cancelled": result.cancelled,
+        "user_id": result.user_id,
+    }
 
 
 @DBOS.step()
@@ -84,16 +99,33 @@ async def callback_step(job_id: str, summary: dict[str, Any]) -> None:
 
 
 @DBOS.workflow()
-async def enrichment_workflow(job_id: str) -> str:
-    if not await start_step(job_id):
+async def enrichment_workflow(
+    job_id: str, max_wait_s: float = MAX_WAIT_S, resumed: bool = False
+) -> str:
+    if not resumed and not await start_step(job_id):
         return "cancelled"
     while True:
-        progress = await chunk_step(job_id)
+        progress = await chunk_step(job_id, max_wait_s)
         if progress["cancelled"] or progress["remaining"] == 0:
             break
+        if progress["wait_s"] > HOLD_S:
+            await DBOS.start_workflow_async(
+                resume_later, job_id, progress["user_id"], progress["wait_s"], max_wait_s
+            )
+            return "waiting"
         if progress["wait_s"] > 0:
-            await DBOS.sleep_async(min(progress["wait_s"], 3600.0))
+            await DBOS.sleep_async(progress["wait_s"])
     summary = await finish_step(job_id)
     if summary.get("callback_url"):
         await callback_step(job_id, summary)
     return str(summary["status"])
+
+
+@DBOS.workflow()
+async def resume_later(job_id: str, user_id: str, wait_s: float, max_wait_s: float) -> None:
+    """Sleeps durably off the queue (so the user's next job can run meanwhile), then queues
+    the job again in its user's partition."""
+    await DBOS.sleep_async(min(wait_s, 3600.0))
+    await enqueue(
+        job_id, user_id, max_wait_s, workflow_id=f"{DBOS.workflow_id}-resume", resumed=True
+    )

@@ -58,6 +58,7 @@ class Providers:
                     windows=Window.parse(settings.rate_limit(spec.name)),
                     attempt_timeout_s=settings.attempt_timeout_s,
                     bulk_share=settings.bulk_share,
+                    user_share=settings.user_budget_share,
                     breaker=BreakerConfig(open_s=settings.breaker_open_s),
                 ),
                 self.store,

@@ -108,6 +108,18 @@ class CircuitBreaker:
             return CircuitState.HALF_OPEN
         return state
 
+    async def opens_in(self) -> float:
+        """Seconds until this breaker lets a call go: 0 unless it is open (or half-open with
+        every probe out, when the probes' answers decide; then its open time, as an upper
+        bound)."""
+        raw = await self.store.get(self.key) or _fresh()
+        state = CircuitState(raw["state"])
+        if state is CircuitState.OPEN:
+            return max(0.0, float(raw["open_until"]) - self.clock())
+        if state is CircuitState.HALF_OPEN and raw["probes"] >= self.config.half_open_calls:
+            return self.config.open_s
+        return 0.0
+
     async def acquire(self) -> Permit:
         """Asks to make one call; never waits. Closed, it only reads (one Redis round trip):
         a closed breaker changes nothing for a call that starts."""

@@ -6,9 +6,10 @@ A call never waits for the breaker or the budget: it is refused at once (`Circui
 `BudgetExhausted` with the time until room), so the search waterfall skips to the next
 provider and bulk jobs sleep durably. It may wait for a bulkhead slot, within its deadline.
 
-The breaker counts only calls that were sent and answered (or timed out): our own refusals
-and cancelled calls release their permit in a `finally`, so a half-open probe's slot is never
-lost. The provider's errors are mapped before they get here (providers/errors.py `map_error`).
+The breaker counts only calls that were sent: our own refusals release their permit in a
+`finally`, as does a cancelled half-open probe, so a probe's slot is never lost; a call
+cancelled in flight while closed (a hedge's loser) counts as slow (see `_cancelled`). The
+provider's errors are mapped before they get here (providers/errors.py `map_error`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -63,17 +65,21 @@ class RetryConfig:
 @dataclass(frozen=True)
 class PolicyConfig:
     """Defaults: 2 s per attempt (shrunk to the deadline); at most 10 calls in flight per
-    provider and process; bulk work takes at most 80% of each rate window."""
+    provider and process; bulk work takes at most 80% of each rate window; one user all of it
+    (`user_share`, set from ROLEFERRY_USER_BUDGET_SHARE)."""
 
     windows: list[Window]
     attempt_timeout_s: float = 2.0
     max_concurrency: int = 10
     bulk_share: float = 0.8
+    user_share: float = 1.0
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
 
 AttemptFn = Callable[[float], Awaitable[T]]
+HEDGE_FLOOR_S = 0.3
+LATENCY_SAMPLES = 50
 
 
 class Policy:
@@ -96,7 +102,10 @@ class Policy:
         self.breaker = CircuitBreaker(
             provider, store, config.breaker, clock, on_change=_publish_state
         )
-        self.limiter = RateLimiter(provider, store, config.windows, config.bulk_share, clock)
+        self.limiter = RateLimiter(
+            provider, store, config.windows, config.bulk_share, clock, config.user_share
+        )
+        self._answers: dict[str, deque[float]] = {}
         self.bulkhead = asyncio.Semaphore(config.max_concurrency)
         CIRCUIT_STATE.labels(provider).set(0)
 
@@ -178,6 +187,10 @@ class Policy:
             error = Timeout(self.provider, f"{endpoint} did not answer within {timeout:.2f}s")
             await self._settle(endpoint, permit, started, error)
             raise error from exc
+        except asyncio.CancelledError:
+            if permit.state is CircuitState.CLOSED:
+                await asyncio.shield(self._cancelled(endpoint, permit, started))
+            raise
         except Refusal:
             raise
         except CallError as exc:
@@ -187,6 +200,17 @@ class Policy:
             raise
         await self._settle(endpoint, permit, started, None)
         return result
+
+    async def _cancelled(self, endpoint: str, permit: Permit, started: float) -> None:
+        """A call cancelled in flight, as a hedged one is when its rival answers first: it
+        did not answer in its usual time, so the closed breaker counts it as a slow call
+        (a hanging provider then opens it instead of costing every search a hedge). A
+        half-open probe is released instead (see `call`)."""
+        duration = time.perf_counter() - started
+        await self.breaker.record(
+            permit, failed=False, duration_s=max(duration, self.config.breaker.slow_call_s)
+        )
+        self.stats.observe(self.provider, endpoint, duration, "cancelled")
 
     async def _settle(
         self, endpoint: str, permit: Permit, started: float, error: CallError | None
@@ -205,13 +229,28 @@ class Policy:
         return self.rng.uniform(0, min(retry.max_s, retry.base_s * 2 ** (number - 1)))
 
     async def availability(self, priority: Priority) -> CallError | None:
-        """Why a call would be refused right now without sending it, or None if it may go."""
-        state = await self.breaker.state()
-        if state is CircuitState.OPEN:
-            return CircuitOpen(self.provider, self.config.breaker.open_s)
-        if await self.limiter.remaining(priority) <= 0:
-            return BudgetExhausted(self.provider, 1.0)
+        """Why a call would be refused right now without sending it, with the true time until
+        it would go, or None if it may go."""
+        opens_in = await self.breaker.opens_in()
+        if opens_in > 0:
+            return CircuitOpen(self.provider, opens_in)
+        left, wait = await self.limiter.room(priority)
+        if left <= 0:
+            return BudgetExhausted(self.provider, wait)
         return None
+
+    def observe_answer(self, operation: str, seconds: float) -> None:
+        """An operation (a search, an email look-up) that answered, and how long it took."""
+        samples = self._answers.setdefault(operation, deque(maxlen=LATENCY_SAMPLES))
+        samples.append(seconds)
+
+    def hedge_after_s(self, operation: str) -> float:
+        """When to start the next provider beside this one: its p95 over the last answers,
+        never under 0.3 s."""
+        samples = sorted(self._answers.get(operation, ()))
+        if len(samples) < 5:
+            return HEDGE_FLOOR_S
+        return max(HEDGE_FLOOR_S, samples[min(len(samples) - 1, int(0.95 * len(samples)))])
 
 
 def _publish_state(provider: str, state: CircuitState) -> None:

@@ -26,7 +26,13 @@ class SearchRequest(BaseModel):
     domain: str = Field(examples=["acme.com"])
     titles: list[Title] = Field(min_length=1, max_length=20, examples=[["VP", "Head"]])
     limit: int = Field(10, ge=1, le=50)
-    deadline_s: float = Field(5.0, gt=0, le=10, description="Answer within this many seconds.")
+    deadline_s: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="Answer within this many seconds; default ROLEFERRY_SEARCH_DEADLINE_S.",
+    )
+    refresh: bool = Field(False, description="Ask the providers even if a cached answer exists.")
 
     @field_validator("domain")
     @classmethod
@@ -38,7 +44,13 @@ class EnrichRequest(BaseModel):
     first_name: Name
     last_name: Name
     domain: str = Field(examples=["acme.com"])
-    deadline_s: float = Field(5.0, gt=0, le=10)
+    deadline_s: float | None = Field(
+        None,
+        gt=0,
+        le=10,
+        description="Answer within this many seconds; default ROLEFERRY_SEARCH_DEADLINE_S.",
+    )
+    refresh: bool = Field(False, description="Ask the providers even if a cached answer exists.")
 
     @field_validator("domain")
     @classmethod
@@ -48,7 +60,9 @@ class EnrichRequest(BaseModel):
 
 class AttemptOut(BaseModel):
     provider: str
-    outcome: str = Field(description="ok, empty, an error kind, or skipped_<reason>.")
+    outcome: str = Field(
+        description="ok, empty, an error kind, skipped_<reason>, or cancelled_hedge."
+    )
     latency_ms: float
     found: int
     detail: str | None
@@ -60,6 +74,11 @@ class SearchResponse(BaseModel):
     provider: str | None = Field(description="The first provider that found people.")
     attempts: list[AttemptOut]
     cached: bool = False
+    degraded: bool = Field(
+        False,
+        description="A provider was skipped or failed, so the answer may be incomplete; "
+        "not cached.",
+    )
 
 
 class EnrichResponse(BaseModel):
@@ -70,3 +89,8 @@ class EnrichResponse(BaseModel):
     contact: Contact | None
     attempts: list[AttemptOut]
     cached: bool = False
+    degraded: bool = Field(
+        False,
+        description="A provider was skipped or failed, so the answer may be incomplete; "
+        "not cached.",
+    )
