@@ -15,7 +15,8 @@ from prometheus_client import REGISTRY
 
 from roleferry.monitoring.integrations import IntegrationStats
 from roleferry.providers import errors
-from roleferry.providers.catalog import SPECS, offering
+from roleferry.providers.base import PROTOCOLS
+from roleferry.providers.catalog import SPECS, offering, spec_of
 from roleferry.providers.errors import map_error
 from roleferry.providers.models import real_email
 from roleferry.providers.registry import Providers
@@ -75,6 +76,9 @@ async def test_the_registry_builds_every_spec(tmp_path: Path) -> None:
         assert list(built.offering(Capability.LLM)) == ["anthropic"]
         assert list(built.offering(Capability.PAYMENTS)) == ["stripe"]
         assert list(built.offering(Capability.EMAIL_SENDER)) == ["sendgrid"]
+        for name, client in built.clients.items():
+            for capability in spec_of(name).capabilities:
+                assert isinstance(client, PROTOCOLS[capability]), (name, capability)
         for http in built._http:
             header, value = next(iter(http.spec.auth.headers(http.spec.sandbox_key).items()))
             assert http.client.headers[header] == value
