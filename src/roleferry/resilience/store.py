@@ -58,8 +58,9 @@ class MemoryStore:
         return result
 
     async def get(self, key: str) -> State | None:
-        """The stored state itself: callers read it, never change it."""
-        return self._live(key)
+        """A shallow copy: a reader that replaces a field (pruning a list) changes no state."""
+        state = self._live(key)
+        return dict(state) if state is not None else None
 
     async def clear(self) -> None:
         self._data.clear()
