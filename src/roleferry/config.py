@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, create_model, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from roleferry.providers.catalog import BY_NAME, SPECS
-from roleferry.providers.spec import Capability
+from roleferry.providers.spec import Capability, ProviderSpec
 
 Provider = StrEnum("Provider", {s.name.upper(): s.name for s in SPECS})  # type: ignore[misc]
 """Every provider's name, one member per spec in the catalog."""
@@ -28,11 +28,11 @@ def _split_csv(value: object) -> object:
     return value
 
 
-def _provider_fields() -> type[BaseSettings]:
+def provider_settings(specs: tuple[ProviderSpec, ...] = SPECS) -> type[BaseSettings]:
     """`<name>_api_key`, `<name>_base_url` and `<name>_rate_limit` for every spec, the budget
     defaulting to the spec's."""
     fields: dict[str, Any] = {}
-    for spec in SPECS:
+    for spec in specs:
         fields[f"{spec.name}_api_key"] = (SecretStr | None, None)
         fields[f"{spec.name}_base_url"] = (str | None, None)
         fields[f"{spec.name}_rate_limit"] = (
@@ -46,7 +46,7 @@ def _provider_fields() -> type[BaseSettings]:
 if TYPE_CHECKING:
     _ProviderSettings = BaseSettings
 else:
-    _ProviderSettings = _provider_fields()
+    _ProviderSettings = provider_settings()
 
 
 class Settings(_ProviderSettings):

@@ -61,6 +61,24 @@ def test_settings_come_from_the_spec(
         make_settings(tmp_path)
 
 
+def test_a_new_spec_brings_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a provider is adding a spec: its three settings follow from it alone."""
+    import dataclasses
+
+    from roleferry.config import Settings, provider_settings
+
+    new = dataclasses.replace(spec("clay"), name="dropcontact", rate_limit="3/1")
+
+    class WithNew(provider_settings((*SPECS, new))):  # type: ignore[misc]
+        model_config = Settings.model_config
+
+    monkeypatch.setenv("ROLEFERRY_DROPCONTACT_API_KEY", "dc-key-123456")
+    values = WithNew(_env_file=None)
+    assert values.dropcontact_api_key.get_secret_value() == "dc-key-123456"  # type: ignore[attr-defined]
+    assert values.dropcontact_rate_limit == "3/1"  # type: ignore[attr-defined]
+    assert values.dropcontact_base_url is None  # type: ignore[attr-defined]
+
+
 def test_sandbox_keys_are_the_specs() -> None:
     assert {spec.name: spec.sandbox_key for spec in SPECS} == SANDBOX_API_KEYS
 
