@@ -51,6 +51,7 @@ class Run:
     ok: int = 0
     after_open: list[float] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
+    misses: list[str] = field(default_factory=list)
 
     def pct(self, values: list[float], q: float) -> float:
         if not values:
@@ -101,6 +102,11 @@ async def ours(url: str, key: str, domains: list[str], rate: float) -> Run:
             attempts = body.get("attempts") or error.get("attempts", [])
             if response.status_code == 200 and body["contacts"]:
                 run.ok += 1
+            else:
+                run.misses.append(
+                    f"{domain}: {response.status_code} "
+                    + ", ".join(f"{a['provider']} {a['outcome']}" for a in attempts)
+                )
             if attempts and attempts[0]["outcome"].startswith("skipped_"):
                 run.after_open.append(elapsed)
 
@@ -271,6 +277,9 @@ def main() -> None:
                 f"{run.ok / max(1, len(run.latencies)) * 100:>6.1f} {run.calls['apollo']:>6} "
                 f"{run.calls['clay']:>5} {run.calls['hunter']:>6} {extra:>11}"
             )
+        for who in ("ours", "ours-nohedge"):
+            for miss in runs[who].misses[:3]:
+                print(f"    {who} without people: {miss}")
 
 
 if __name__ == "__main__":
