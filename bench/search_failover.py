@@ -65,7 +65,7 @@ class Run:
         if not values:
             return "-"
         if len(values) >= 100:
-            return f"p99 {self.pct(values, 0.99):.3f}"
+            return f"p99 {self.pct(values, 0.99):.3f} max {max(values):.3f}"
         return f"max {max(values):.3f}"
 
 
@@ -261,7 +261,7 @@ def main() -> None:
         "recipe+5s": base,
     }
     header = (
-        f"{'scenario':<9} {'who':<13} {'n':>4} {'p50 s':>7} {'tail s':>11} {'ok %':>6} "
+        f"{'scenario':<9} {'who':<13} {'n':>4} {'p50 s':>7} {'tail s':>21} {'ok %':>6} "
         f"{'apollo':>6} {'clay':>5} {'hunter':>6} {'extra calls':>11}"
     )
     print(header)
@@ -276,7 +276,7 @@ def main() -> None:
             extra = f"{sum(run.calls.values()) - plain:+d}" if who == "ours" else ""
             print(
                 f"{name:<9} {who:<13} {len(run.latencies):>4} "
-                f"{run.pct(run.latencies, 0.5):>7.3f} {run.tail(run.latencies):>11} "
+                f"{run.pct(run.latencies, 0.5):>7.3f} {run.tail(run.latencies):>21} "
                 f"{run.ok / max(1, len(run.latencies)) * 100:>6.1f} {run.calls['apollo']:>6} "
                 f"{run.calls['clay']:>5} {run.calls['hunter']:>6} {extra:>11}"
             )
