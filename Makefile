@@ -6,7 +6,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench docs clean
 
 install: $(STAMP)
 
@@ -43,6 +43,9 @@ bench: install
 	@for script in bench/[!_]*.py; do \
 		echo "== $$script"; $(BIN)/python "$$script" || exit 1; \
 	done
+
+docs: install
+	$(BIN)/python -m roleferry.providers.docs
 
 clean:
 	rm -rf $(VENV) .roleferry .pytest_cache .mypy_cache .ruff_cache

@@ -140,8 +140,8 @@ def test_dashboard_lists_every_provider_in_sandbox_mode(client: TestClient) -> N
     assert page.status_code == 200
     for name in ("apollo", "clay", "hunter", "sendgrid", "anthropic", "stripe"):
         assert f"http://testserver/sandbox/{name}" in page.text
-    assert page.text.count('class="tag circuit-closed"') == 3, (
-        "Apollo, Clay and Hunter show breakers"
+    assert page.text.count('class="tag circuit-closed"') == 6, (
+        "every provider is called through a policy, so each shows its breaker"
     )
 
 

@@ -9,7 +9,6 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from roleferry.api.deps import RuntimeDep
-from roleferry.config import Provider
 from roleferry.monitoring.routes import integration_status
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -22,7 +21,7 @@ async def dashboard(request: Request, runtime: RuntimeDep) -> HTMLResponse:
     providers = [
         {
             **row.model_dump(),
-            "base_url": settings.base_url(Provider(row.provider), runtime.public_url),
+            "base_url": settings.base_url(row.provider, runtime.public_url),
         }
         for row in await integration_status(runtime)
     ]
