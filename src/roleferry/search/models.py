@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 from roleferry.api.inputs import NOT_BLANK, Domain
 from roleferry.providers.models import Contact
@@ -37,7 +37,9 @@ class SearchRequest(BaseModel):
     deadline_s: DeadlineSeconds | None = Field(
         None, description="Seconds to answer within; default ROLEFERRY_SEARCH_DEADLINE_S."
     )
-    refresh: bool = Field(False, description="Ask the providers even if a cached answer exists.")
+    refresh: StrictBool = Field(
+        False, description="Ask the providers even if a cached answer exists."
+    )
 
 
 class EnrichRequest(BaseModel):
@@ -47,7 +49,9 @@ class EnrichRequest(BaseModel):
     deadline_s: DeadlineSeconds | None = Field(
         None, description="Seconds to answer within; default ROLEFERRY_SEARCH_DEADLINE_S."
     )
-    refresh: bool = Field(False, description="Ask the providers even if a cached answer exists.")
+    refresh: StrictBool = Field(
+        False, description="Ask the providers even if a cached answer exists."
+    )
 
 
 class AttemptOut(BaseModel):
