@@ -6,7 +6,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench screenshots clean
+.PHONY: install run test lint format bench docs screenshots clean
 
 install: $(STAMP)
 
@@ -48,6 +48,9 @@ bench: install
 # tests as they walk each flow; needs /usr/bin/chromium.
 screenshots: install
 	ROLEFERRY_SCREENSHOTS=docs/console $(BIN)/pytest tests/web/test_console_browser.py -q
+
+docs: install
+	$(BIN)/python -m roleferry.providers.docs
 
 clean:
 	rm -rf $(VENV) .roleferry .pytest_cache .mypy_cache .ruff_cache

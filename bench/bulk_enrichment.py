@@ -7,6 +7,12 @@ minimum calls, in windows of the bulk share of its limit) and their ratio; 429s 
 the minimum the waterfall needs.
 
     .venv/bin/python bench/bulk_enrichment.py [--contacts 1000] [--limit 100] [--period 10]
+        [--apollo-spent]
+
+`--apollo-spent`: the scenario "Apollo's budget spent at the start". Our Apollo budget is one
+call per hour, and a single look-up spends it before the job starts: the job must go to Clay
+and Hunter at once, and the lower bound is what their limits imply (Clay asked for everyone,
+Hunter for everyone Clay has no email for); coverage is of what those two can find.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=1000)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--period", type=float, default=10.0)
+    parser.add_argument("--apollo-spent", action="store_true")
     args = parser.parse_args()
 
     world = World(7)
@@ -56,6 +63,18 @@ def main() -> None:
         "clay": len(people) - len(apollo),
         "hunter": len(rest),
     }
+    if args.apollo_spent:
+        no_clay = [p for p in people if not world.clay_has_email(p)]
+        hunter_only = [
+            p
+            for p in no_clay
+            if (
+                v := world.hunter_view(world.by_domain[p.company_domain], p.first_name, p.last_name)
+            ).correct
+            and v.confidence >= 70
+        ]
+        findable = sum(1 for p in people if world.clay_has_email(p)) + len(hunter_only)
+        minimum = {"apollo": 0, "clay": len(people), "hunter": len(no_clay)}
     per_window = math.floor(BULK_SHARE * args.limit)
     # A sliding window lets `per_window` calls go at once, then as many each `period`:
     # N calls need (ceil(N / per_window) - 1) periods at the least.
@@ -63,7 +82,9 @@ def main() -> None:
 
     spec = f"{args.limit}/{args.period:g}"
     settings = {
-        "ROLEFERRY_APOLLO_RATE_LIMIT": spec,
+        "ROLEFERRY_APOLLO_RATE_LIMIT": "1/3600" if args.apollo_spent else spec,
+        "ROLEFERRY_USER_BUDGET_SHARE": "1",
+        "ROLEFERRY_USER_RATE_LIMIT": "1000/1",
         "ROLEFERRY_CLAY_RATE_LIMIT": spec,
         "ROLEFERRY_HUNTER_RATE_LIMIT": spec,
         "ROLEFERRY_SANDBOX_FAULTS": ",".join(
@@ -76,6 +97,19 @@ def main() -> None:
             {"first_name": p.first_name, "last_name": p.last_name, "domain": p.company_domain}
             for p in people
         ]
+        if args.apollo_spent:
+            spender = world.companies[0].people[0]
+            httpx.post(
+                f"{url}/api/v1/contacts/enrich",
+                json={
+                    "first_name": spender.first_name,
+                    "last_name": spender.last_name,
+                    "domain": spender.company_domain,
+                },
+                headers=auth,
+                timeout=30,
+            ).raise_for_status()
+        before = httpx.get(f"{url}/sandbox/_control/stats").json()["providers"]
         started = time.monotonic()
         job_id = httpx.post(
             f"{url}/api/v1/enrichment-jobs", json={"contacts": contacts}, headers=auth, timeout=60
@@ -96,13 +130,20 @@ def main() -> None:
     wrong = [
         r for r in found if r["email"] != truth[(r["first_name"], r["last_name"], r["domain"])]
     ]
-    calls = {p: sum(stats[p].get(e, {}).values()) for p, e in ENDPOINTS.items()}
+    calls = {
+        p: sum(stats[p].get(e, {}).values()) - sum(before[p].get(e, {}).values())
+        for p, e in ENDPOINTS.items()
+    }
     too_many = sum(
         v.get("429", 0) + (v.get("403", 0) if p == "hunter" else 0)
         for p in stats
         for v in stats[p].values()
     )
-    print(f"contacts={len(people)} limits={spec} per provider, bulk share {BULK_SHARE:.0%}")
+    scenario = "Apollo's budget spent at the start" if args.apollo_spent else "all providers"
+    print(
+        f"{scenario}: contacts={len(people)} limits={spec} per provider, "
+        f"bulk share {BULK_SHARE:.0%}"
+    )
     print(
         f"job {job['status']}: found {job['found']}, not found {job['not_found']}, "
         f"failed {job['failed']}"

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from roleferry.app import create_app
 from roleferry.config import Settings
 from roleferry.logging import configure_logging
+from roleferry.resilience.testing import set_testing
 from roleferry.runtime import Runtime
 
 REQUIRE_SERVICES = os.environ.get("ROLEFERRY_REQUIRE_SERVICES") == "1"
@@ -55,6 +56,14 @@ def _quiet_logs() -> None:
     """Structured logs to stderr at WARNING, redacted, as in production; tests that read logs
     configure their own capture."""
     configure_logging("WARNING", "console")
+
+
+@pytest.fixture(autouse=True)
+def _resilience_test_mode_off() -> Iterator[None]:
+    """Every test starts and ends with the resilience test switch off, whatever it set."""
+    set_testing(False)
+    yield
+    set_testing(False)
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:

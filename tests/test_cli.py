@@ -239,6 +239,24 @@ def test_on_a_terminal_the_new_key_is_shown_once_and_debug_has_the_library_chatt
     assert any(r["event"] == "provider_configured" for r in records)
 
 
+def test_search_refresh_bypasses_the_cache(
+    server: tuple[str, subprocess.Popen[str]], env: dict[str, str], tmp_path: Path
+) -> None:
+    """The same search twice is answered from the cache; `--refresh` asks the providers."""
+    url, _ = server
+    domain = httpx.get(f"{url}/sandbox/_world/companies", params={"limit": 3}).json()["companies"][
+        2
+    ]["domain"]
+    command = ["search", domain, "--title", "VP", "--server", url]
+    assert run(command, env, tmp_path).returncode == 0
+    again = run(command, env, tmp_path)
+    assert again.stdout.strip().endswith("cached"), again.stdout
+    fresh = run([*command, "--refresh"], env, tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert "cached" not in fresh.stdout
+    assert "apollo ok" in fresh.stdout
+
+
 def test_search_finds_the_local_server_on_any_port_and_explains_failures(
     env: dict[str, str], tmp_path: Path
 ) -> None:

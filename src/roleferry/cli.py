@@ -358,6 +358,9 @@ def search(
         list[str], typer.Option("--title", "-t", help="A title to look for (repeatable).")
     ],
     limit: Annotated[int, typer.Option(help="At most this many people.")] = 10,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Ask the providers again, not the cache.")
+    ] = False,
     server: ServerOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -370,7 +373,7 @@ def search(
             body = client.request(
                 "POST",
                 "/api/v1/contacts/search",
-                json={"domain": domain, "titles": title, "limit": limit},
+                json={"domain": domain, "titles": title, "limit": limit, "refresh": refresh},
                 fields=("contacts", "attempts"),
             ).json()
     except ClientError as exc:
@@ -400,6 +403,8 @@ def search(
         f"{a['provider']} {a['outcome']} {a['latency_ms']:.0f} ms" for a in body["attempts"]
     )
     console.print(f"[dim]{'cached' if body['cached'] else tried}[/dim]")
+    if body.get("degraded"):
+        console.print("[yellow]incomplete: a provider was skipped or failed (not cached)[/yellow]")
 
 
 @app.command()

@@ -7,29 +7,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from roleferry.providers.catalog import BY_NAME, SPECS
+from roleferry.providers.spec import Capability, ProviderSpec
 
-class Provider(StrEnum):
-    APOLLO = "apollo"
-    CLAY = "clay"
-    HUNTER = "hunter"
-    SENDGRID = "sendgrid"
-    ANTHROPIC = "anthropic"
-    STRIPE = "stripe"
-
-
-REAL_BASE_URLS: dict[Provider, str] = {
-    Provider.APOLLO: "https://api.apollo.io",
-    Provider.CLAY: "https://api.clay.com/public/v0",
-    Provider.HUNTER: "https://api.hunter.io",
-    Provider.SENDGRID: "https://api.sendgrid.com",
-    Provider.ANTHROPIC: "https://api.anthropic.com",
-    Provider.STRIPE: "https://api.stripe.com",
-}
+Provider = StrEnum("Provider", {s.name.upper(): s.name for s in SPECS})  # type: ignore[misc]
+"""Every provider's name, one member per spec in the catalog."""
 
 DEFAULT_DATA_DIR = Path(".roleferry")
 MIB = 1024 * 1024
@@ -41,7 +28,28 @@ def _split_csv(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
+def provider_settings(specs: tuple[ProviderSpec, ...] = SPECS) -> type[BaseSettings]:
+    """`<name>_api_key`, `<name>_base_url` and `<name>_rate_limit` for every spec, the budget
+    defaulting to the spec's."""
+    fields: dict[str, Any] = {}
+    for spec in specs:
+        fields[f"{spec.name}_api_key"] = (SecretStr | None, None)
+        fields[f"{spec.name}_base_url"] = (str | None, None)
+        fields[f"{spec.name}_rate_limit"] = (
+            str,
+            Field(spec.rate_limit, description=f"Our {spec.title} budget: calls/seconds[,…]."),
+        )
+    model: type[BaseSettings] = create_model("ProviderSettings", __base__=BaseSettings, **fields)
+    return model
+
+
+if TYPE_CHECKING:
+    _ProviderSettings = BaseSettings
+else:
+    _ProviderSettings = provider_settings()
+
+
+class Settings(_ProviderSettings):
     """Everything configurable, read from the environment (and `.env`)."""
 
     model_config = SettingsConfigDict(
@@ -61,32 +69,28 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=MIB, gt=0)
     webhook_max_body_bytes: int = Field(default=5 * MIB, gt=0)
 
-    apollo_api_key: SecretStr | None = None
-    apollo_base_url: str | None = None
-    clay_api_key: SecretStr | None = None
-    clay_base_url: str | None = None
-    hunter_api_key: SecretStr | None = None
-    hunter_base_url: str | None = None
-    sendgrid_api_key: SecretStr | None = None
-    sendgrid_base_url: str | None = None
-    anthropic_api_key: SecretStr | None = None
-    anthropic_base_url: str | None = None
-    stripe_api_key: SecretStr | None = None
-    stripe_base_url: str | None = None
-
     sendgrid_webhook_public_key: str | None = None
     stripe_webhook_secret: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
-    apollo_rate_limit: str = Field("100/3600", description="Our budget: calls/seconds[,…].")
-    clay_rate_limit: str = "10/1"
-    hunter_rate_limit: str = "15/1,500/60"
     bulk_share: float = Field(0.8, gt=0, le=1, description="Share of each budget bulk may use.")
     attempt_timeout_s: float = Field(2.0, gt=0)
     breaker_open_s: float = Field(30.0, gt=0)
     waterfall: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["apollo", "clay", "hunter"]
     )
-    search_deadline_s: float = Field(5.0, gt=0, le=10)
+    search_deadline_s: float = Field(
+        5.0, gt=0, le=10, description="Deadline of a search or enrich that names none."
+    )
+    user_budget_share: float = Field(
+        0.5, gt=0, le=1, description="Share of each provider budget one user may use."
+    )
+    user_rate_limit: str = Field(
+        "20/1,600/60", description="API requests per user: calls/seconds[,…]."
+    )
+    no_hedge: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Providers whose slow interactive calls are not hedged: apollo,clay",
+    )
     search_cache_ttl_s: int = Field(86_400, ge=0)
 
     sendgrid_webhook_tolerance_s: float = Field(600, gt=0, description="Replay window, seconds.")
@@ -166,6 +170,7 @@ class Settings(BaseSettings):
         "waterfall",
         "callback_allowed_networks",
         "sandbox_webhook_targets",
+        "no_hedge",
         mode="before",
     )
     @classmethod
@@ -175,18 +180,37 @@ class Settings(BaseSettings):
     @field_validator("waterfall")
     @classmethod
     def _known_finders(cls, value: list[str]) -> list[str]:
-        allowed = {"apollo", "clay", "hunter"}
+        allowed = {s.name for s in SPECS if s.offers(Capability.EMAIL_FINDER)}
         if not value or set(value) - allowed or len(set(value)) != len(value):
             raise ValueError(f"waterfall must list some of {sorted(allowed)} once each")
         return value
 
-    @field_validator("apollo_rate_limit", "clay_rate_limit", "hunter_rate_limit")
+    @field_validator("no_hedge")
     @classmethod
-    def _valid_rate(cls, value: str) -> str:
+    def _known_hedged(cls, value: list[str]) -> list[str]:
+        allowed = {s.name for s in SPECS if s.offers(Capability.EMAIL_FINDER)}
+        if set(value) - allowed:
+            raise ValueError(f"no_hedge must list some of {sorted(allowed)}")
+        return value
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _valid_user_rate(cls, value: str) -> str:
         from roleferry.resilience.ratelimit import Window
 
         Window.parse(value)
         return value
+
+    @model_validator(mode="after")
+    def _valid_rates(self) -> Settings:
+        from roleferry.resilience.ratelimit import Window
+
+        for spec in SPECS:
+            try:
+                Window.parse(self.rate_limit(spec.name))
+            except ValueError as exc:
+                raise ValueError(f"ROLEFERRY_{spec.name.upper()}_RATE_LIMIT: {exc}") from None
+        return self
 
     @field_validator("sandbox_faults")
     @classmethod
@@ -231,7 +255,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_sandbox_in_production(self) -> Settings:
         if self.env == "production":
-            missing = [p.value for p in Provider if self.api_key(p) is None]
+            missing = [s.name for s in SPECS if self.api_key(s.name) is None]
             if missing:
                 raise ValueError(
                     "ROLEFERRY_ENV=production needs a real API key for every provider; "
@@ -255,12 +279,12 @@ class Settings(BaseSettings):
         from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
 
         stripe = {s.get_secret_value() for s in self.stripe_webhook_secret}
-        if self.is_live(Provider.STRIPE) and SANDBOX_STRIPE_WEBHOOK_SECRET in stripe:
+        if self.is_live("stripe") and SANDBOX_STRIPE_WEBHOOK_SECRET in stripe:
             raise ValueError(
                 "ROLEFERRY_STRIPE_WEBHOOK_SECRET holds the sandbox's public test secret while "
                 "Stripe is live: set the endpoint's signing secret from Stripe's dashboard"
             )
-        if self.is_live(Provider.SENDGRID) and self.sendgrid_webhook_public_key:
+        if self.is_live("sendgrid") and self.sendgrid_webhook_public_key:
             from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
 
             if self.sendgrid_webhook_public_key == public_key_b64(
@@ -275,13 +299,13 @@ class Settings(BaseSettings):
     def webhook_secret_problems(self) -> list[str]:
         """Live providers whose webhook deliveries cannot be verified: all will be refused."""
         problems = []
-        if self.is_live(Provider.STRIPE) and not self.stripe_webhook_secret:
+        if self.is_live("stripe") and not self.stripe_webhook_secret:
             problems.append(
                 "Stripe is live (ROLEFERRY_STRIPE_API_KEY is set) but "
                 "ROLEFERRY_STRIPE_WEBHOOK_SECRET is not: set the endpoint's signing secret "
                 "(whsec_...), or every Stripe webhook is refused"
             )
-        if self.is_live(Provider.SENDGRID) and not self.sendgrid_webhook_public_key:
+        if self.is_live("sendgrid") and not self.sendgrid_webhook_public_key:
             problems.append(
                 "SendGrid is live (ROLEFERRY_SENDGRID_API_KEY is set) but "
                 "ROLEFERRY_SENDGRID_WEBHOOK_PUBLIC_KEY is not: set the Event Webhook's "
@@ -289,25 +313,28 @@ class Settings(BaseSettings):
             )
         return problems
 
-    def api_key(self, provider: Provider) -> SecretStr | None:
-        key: SecretStr | None = getattr(self, f"{provider.value}_api_key")
+    def api_key(self, provider: str) -> SecretStr | None:
+        key: SecretStr | None = getattr(self, f"{provider}_api_key")
         return key if key is not None and key.get_secret_value() else None
 
-    def is_live(self, provider: Provider) -> bool:
+    def is_live(self, provider: str) -> bool:
         return self.api_key(provider) is not None
 
-    def credential(self, provider: Provider) -> SecretStr:
-        """The key our client sends: the configured one, else the sandbox's documented test key."""
-        from roleferry.sandbox.keys import SANDBOX_API_KEYS
+    def rate_limit(self, provider: str) -> str:
+        """Our budget for the provider (`ROLEFERRY_<NAME>_RATE_LIMIT`, else its spec's)."""
+        value: str = getattr(self, f"{provider}_rate_limit")
+        return value
 
-        return self.api_key(provider) or SecretStr(SANDBOX_API_KEYS[provider.value])
+    def credential(self, provider: str) -> SecretStr:
+        """The key our client sends: the configured one, else the spec's sandbox test key."""
+        return self.api_key(provider) or SecretStr(BY_NAME[provider].sandbox_key)
 
     def sendgrid_public_key(self) -> str | None:
         """The key SendGrid events are verified with: the configured one; the sandbox's only
         while SendGrid itself is in sandbox mode; None (refuse every event) when live."""
         if self.sendgrid_webhook_public_key:
             return self.sendgrid_webhook_public_key
-        if self.is_live(Provider.SENDGRID):
+        if self.is_live("sendgrid"):
             return None
         from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
 
@@ -318,7 +345,7 @@ class Settings(BaseSettings):
         while Stripe itself is in sandbox mode; none (refuse every event) when live."""
         if self.stripe_webhook_secret:
             return [s.get_secret_value() for s in self.stripe_webhook_secret]
-        if self.is_live(Provider.STRIPE):
+        if self.is_live("stripe"):
             return []
         from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
 
@@ -328,16 +355,17 @@ class Settings(BaseSettings):
     def sandbox_mounted(self) -> bool:
         if self.sandbox_enabled is not None:
             return self.sandbox_enabled
-        return any(not self.is_live(p) for p in Provider)
+        return any(not self.is_live(s.name) for s in SPECS)
 
-    def base_url(self, provider: Provider, server_url: str) -> str:
+    def base_url(self, provider: str, server_url: str) -> str:
         """The provider's base URL: configured, else real when live, else our sandbox."""
-        configured: str | None = getattr(self, f"{provider.value}_base_url")
+        configured: str | None = getattr(self, f"{provider}_base_url")
         if configured:
             return configured.rstrip("/")
+        spec = BY_NAME[provider]
         if self.is_live(provider):
-            return REAL_BASE_URLS[provider]
-        return f"{(self.public_url or server_url).rstrip('/')}/sandbox/{provider.value}"
+            return spec.live_url
+        return spec.sandbox_url(self.public_url or server_url)
 
     @property
     def is_sqlite(self) -> bool:
@@ -345,7 +373,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this process knows, for the log redactor."""
-        values = [k.get_secret_value() for p in Provider if (k := self.api_key(p)) is not None]
+        values = [k.get_secret_value() for s in SPECS if (k := self.api_key(s.name)) is not None]
         values += [s.get_secret_value() for s in self.stripe_webhook_secret]
         if self.sandbox_admin_key is not None:
             values.append(self.sandbox_admin_key.get_secret_value())

@@ -8,6 +8,7 @@
     ├── Conflict              409 conflict
     ├── PayloadTooLarge       413 payload_too_large
     ├── Unprocessable         422 validation_error
+    ├── TooManyRequests       429 rate_limited
     └── ServiceUnavailable    503 service_unavailable
 
 Body: {"error": {"code": "...", "message": "...", "details": ...}}
@@ -75,6 +76,10 @@ class PayloadTooLarge(ApiError):
 
 class Unprocessable(ApiError):
     status_code, code = 422, "validation_error"
+
+
+class TooManyRequests(ApiError):
+    status_code, code = 429, "rate_limited"
 
 
 class ServiceUnavailable(ApiError):

@@ -13,13 +13,15 @@ import structlog
 from sqlalchemy import text
 
 from roleferry import migrations
-from roleferry.config import Provider, Settings
+from roleferry.config import Settings
 from roleferry.db import Database, DatabaseUrls
 from roleferry.executors import Heartbeat, new_executor_id
 from roleferry.logging import route_dbos_logs
 from roleferry.monitoring.dogstatsd import DogStatsD
+from roleferry.monitoring.integrations import IntegrationStats
 from roleferry.outbound import Resolver, system_resolver
 from roleferry.process_lock import ProcessLock
+from roleferry.providers.catalog import SPECS
 from roleferry.providers.registry import Providers
 from roleferry.webhooks.inbox import InboxWriter
 from roleferry.webhooks.processor import InboxProcessor
@@ -47,6 +49,7 @@ class Runtime:
         self._locked = False
         self.database: Database | None = None
         self.providers: Providers | None = None
+        self.integration_stats = IntegrationStats()
         self.inbox: InboxProcessor | None = None
         self.inbox_writer: InboxWriter | None = None
         self.dbos_launched = False
@@ -98,7 +101,7 @@ class Runtime:
     async def start(self, *, launch_dbos: bool = True) -> None:
         self.lock()
         self.database = Database(self.settings.database_url)
-        self.providers = Providers(self.settings, self.public_url)
+        self.providers = Providers(self.settings, self.public_url, self.integration_stats)
         self.inbox_writer = InboxWriter(self.database)
         self.inbox_writer.start()
         self.inbox = InboxProcessor(
@@ -129,14 +132,14 @@ class Runtime:
 
             workflows.bind(self)
             await workflows.register_queue()
-        for provider in Provider:
-            mode = "live" if self.settings.is_live(provider) else "sandbox"
+        for spec in SPECS:
+            mode = "live" if self.settings.is_live(spec.name) else "sandbox"
             # The start-up banner sums this up; the base URLs are detail.
             log.debug(
                 "provider_configured",
-                provider=provider.value,
+                provider=spec.name,
                 mode=mode,
-                base_url=self.settings.base_url(provider, self.public_url),
+                base_url=self.settings.base_url(spec.name, self.public_url),
             )
         for problem in self.settings.webhook_secret_problems():
             # Production refuses to start (config.py); development says so loudly.

@@ -14,6 +14,7 @@ from roleferry.providers.models import PersonQuery, real_email
 from roleferry.providers.registry import Providers
 from roleferry.resilience.deadline import Deadline
 from roleferry.resilience.ratelimit import Priority
+from roleferry.resilience.testing import set_testing
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from tests.support.providers import providers_for
 from tests.support.sandbox_server import SandboxServer
@@ -23,9 +24,8 @@ ONE_ATTEMPT = {"attempt_timeout_s": 0.5}
 
 @pytest.fixture
 async def providers(sb: SandboxServer, tmp_path: Path) -> AsyncIterator[Providers]:
+    set_testing(True, attempts=1)
     built = providers_for(sb, tmp_path, **ONE_ATTEMPT)
-    for policy in built.policies.values():
-        object.__setattr__(policy.config.retry, "attempts", 1)
     yield built
     await built.aclose()
 

@@ -94,6 +94,7 @@ async def test_redis_store_shares_one_budget(redis_url: str) -> None:
 HAMMER = textwrap.dedent("""
     import asyncio, json, sys
     from pathlib import Path
+    from roleferry.monitoring.integrations import IntegrationStats
     from roleferry.providers.registry import Providers
     from roleferry.providers import errors
     from roleferry.resilience.deadline import Deadline
@@ -102,7 +103,8 @@ HAMMER = textwrap.dedent("""
 
     async def main() -> None:
         url, redis, tmp = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-        providers = Providers(make_settings(tmp, redis_url=redis, apollo_rate_limit="10/2"), url)
+        settings = make_settings(tmp, redis_url=redis, apollo_rate_limit="10/2")
+        providers = Providers(settings, url, IntegrationStats())
         sent = refused = 0
         loop = asyncio.get_running_loop()
         end = loop.time() + 3
@@ -152,3 +154,42 @@ def test_two_processes_sharing_redis_never_exceed_the_providers_limit(
     sent = sum(r["sent"] for r in results)
     assert statuses["200"] == sent
     assert 10 <= sent <= 20, "3 s at 10 per 2 s: at most two full windows, and the budget was used"
+
+
+async def test_one_user_exhausting_its_share_leaves_others_served() -> None:
+    """A user past its share of a window is refused with the exact wait; another user, and
+    calls with no owner, still go."""
+    from roleferry.resilience.ratelimit import owner
+
+    now = [1000.0]
+    limiter = RateLimiter("apollo", MemoryStore(), [Window(10, 60)], 0.8, lambda: now[0], 0.3)
+    with owner("alice"):
+        granted = [(await limiter.try_acquire(Priority.INTERACTIVE)).granted for _ in range(4)]
+        assert granted == [True, True, True, False]
+        now[0] += 5
+        refused = await limiter.try_acquire(Priority.INTERACTIVE)
+        assert not refused.granted
+        assert refused.wait_s == pytest.approx(60 + 0.25 - 5)
+        assert (await limiter.room())[1] == pytest.approx(refused.wait_s)
+    with owner("bob"):
+        assert (await limiter.try_acquire(Priority.INTERACTIVE)).granted
+        assert await limiter.remaining() == 2
+    now[0] += 56
+    with owner("alice"):
+        assert (await limiter.try_acquire(Priority.INTERACTIVE)).granted, "room once it frees"
+
+
+async def test_the_wait_is_the_earliest_time_every_window_has_room() -> None:
+    """With two windows spent, the wait is the later of their refills, to the clock."""
+    now = [0.0]
+    limiter = RateLimiter(
+        "hunter", MemoryStore(), [Window(2, 1), Window(3, 60)], 1.0, lambda: now[0]
+    )
+    for _ in range(2):
+        assert (await limiter.try_acquire(Priority.INTERACTIVE)).granted
+    now[0] = 2.0
+    assert (await limiter.try_acquire(Priority.INTERACTIVE)).granted
+    now[0] = 10.0
+    grant = await limiter.try_acquire(Priority.INTERACTIVE)
+    assert not grant.granted
+    assert grant.wait_s == pytest.approx(60.25 - 10)

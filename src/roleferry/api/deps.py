@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roleferry.api import limits
 from roleferry.errors import Forbidden, Unauthorized
 from roleferry.runtime import Runtime
 from roleferry.users import service as users
@@ -36,13 +37,17 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 async def get_current_user(
     session: SessionDep,
+    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
+    """The key's user, within its request rate limit (429 past it)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
     user = await users.authenticate(session, credentials.credentials)
     if user is None:
         raise Unauthorized("invalid or revoked API key")
+    if runtime.providers is not None:
+        await limits.check(runtime.providers.store, runtime.settings.user_rate_limit, user.id)
     return user
 
 

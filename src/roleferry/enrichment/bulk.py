@@ -1,15 +1,16 @@
-"""One chunk of a bulk job: the waterfall applied to many contacts at once, inside the bulk
-share of each provider's budget, saving every contact's answer as it is known.
+"""One chunk of a bulk job: the waterfall engine applied to many contacts at once at bulk
+priority, inside the bulk share of each provider's budget, saving every contact's decision.
 
-- Duplicates within the job, and people this user enriched recently (the search cache),
-  cost no provider call: one item asks, the others copy its answer.
-- Providers are asked in waterfall order, each for all the chunk's contacts still without a
-  verified or likely email, in the batches they allow (Apollo bulk_match: 10 per call).
-  Which providers have answered is saved per item, so a retry never asks one twice.
-- A spent budget ends the chunk with the wait until there is room (the workflow sleeps it,
-  durably); a transient failure leaves the contact pending with exponential backoff, until
-  24 hours after the job started, when it is `failed` with the reason. A contact every
-  provider answered without an email is `not_found` at once.
+- Duplicates within the job, and people this user enriched recently (the cache search's
+  enrich shares), cost no provider call: one item asks, the others copy its answer.
+- The engine asks providers in waterfall order, each for all the chunk's contacts still
+  without a verified or likely email, in the batches they allow (Apollo bulk_match: 10 per
+  call). Which providers have answered is saved per item, so a retry never asks one twice.
+- A provider whose breaker is open or whose budget is spent is skipped at once. A contact
+  waits for it (the workflow sleeps, durably) only when it frees within the job's
+  `max_wait_s`, else goes on without it. A transient failure leaves the contact pending with
+  exponential backoff, until 24 hours after the job started, when it is `failed` with the
+  reason. A contact every provider answered without an email is `not_found` at once.
 - A cancel stops the chunk while it waits for providers; its answers are saved with
   conditional updates (only over contacts still pending), so a cancel always stands.
 """
@@ -28,25 +29,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roleferry.db import Database
 from roleferry.enrichment import verification
 from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
-from roleferry.providers.base import EmailFinder, EmailVerifier
-from roleferry.providers.errors import (
-    AuthFailed,
-    BudgetExhausted,
-    InvalidRequest,
-    ProviderError,
-    QuotaExhausted,
-)
-from roleferry.providers.models import Contact, PersonQuery
-from roleferry.resilience.deadline import Deadline
-from roleferry.resilience.ratelimit import Priority
+from roleferry.providers.base import EmailVerifier
+from roleferry.providers.models import PersonQuery
+from roleferry.resilience.ratelimit import Priority, owner
 from roleferry.search import cache
+from roleferry.search.service import enrich_cache_key, enrich_response
+from roleferry.waterfall.decisions import SUFFICIENT, Found, NotFound, RetryAt
+from roleferry.waterfall.engine import WaitPolicy, Waterfall
 
 CHUNK = 200
 CAP_S = 24 * 3600.0
 BACKOFF_BASE_S = 30.0
 BACKOFF_MAX_S = 3600.0
-CALL_DEADLINE_S = 30.0
-SUFFICIENT = ("verified", "likely")
+MAX_WAIT_S = 60.0
 CANCEL_POLL_S = 0.05
 CANCEL_DB_CHECK_S = 1.0
 SAVED_FIELDS = (
@@ -63,7 +58,6 @@ SAVED_FIELDS = (
     "provider_calls",
     "duplicate_of",
 )
-DEFINITIVE = (AuthFailed, QuotaExhausted, InvalidRequest)
 _stop_requests: set[str] = set()
 STOPPED = object()
 
@@ -80,15 +74,31 @@ class ChunkResult:
     remaining: int = 0
     wait_s: float = 0.0
     cancelled: bool = False
+    waiting: dict[str, Any] | None = field(default=None)
+    """While the job sleeps: {provider, until (unix s), reason}."""
+    user_id: str | None = None
 
 
-@dataclass
-class _Work:
-    item: EnrichmentItem
-    query: PersonQuery
-    best: Contact | None = None
-    tried: set[str] = field(default_factory=set)
-    transient: str | None = None
+def _waiting(provider: str | None, until: float, reason: str) -> dict[str, Any]:
+    return {"provider": provider, "until": until, "reason": reason}
+
+
+async def waiting(session: AsyncSession, job_id: str, now: float) -> dict[str, Any] | None:
+    """What a running job waits for, when none of its pending contacts is due: the earliest
+    one's provider (a waiting contact's `source` names the provider it waits for), time and
+    reason; None while it has work to do."""
+    pending = EnrichmentItem.job_id == job_id, EnrichmentItem.status == "pending"
+    due_now = await session.scalar(
+        select(EnrichmentItem.id).where(*pending, EnrichmentItem.next_attempt_at <= now).limit(1)
+    )
+    if due_now is not None:
+        return None
+    first = await session.scalar(
+        select(EnrichmentItem).where(*pending).order_by(EnrichmentItem.next_attempt_at).limit(1)
+    )
+    if first is None:
+        return None
+    return _waiting(first.source, first.next_attempt_at, first.reason or "")
 
 
 PersonKey = tuple[str, str, str]
@@ -103,6 +113,15 @@ def _backoff(attempts: int, base_s: float) -> float:
     return float(min(BACKOFF_MAX_S, base_s * 2 ** max(0, attempts - 1)))
 
 
+def _query(item: EnrichmentItem) -> PersonQuery:
+    return PersonQuery(
+        first_name=item.first_name,
+        last_name=item.last_name,
+        domain=item.domain,
+        linkedin_url=item.linkedin_url,
+    )
+
+
 class BulkEnricher:
     """Reads a chunk in a short transaction, asks providers with no transaction open (on
     SQLite a write transaction would block every other writer for the calls' duration), then
@@ -111,20 +130,20 @@ class BulkEnricher:
     def __init__(
         self,
         database: Database,
-        order: list[str],
-        finders: dict[str, EmailFinder],
+        waterfall: Waterfall,
         cache_ttl_s: int,
         clock: Callable[[], float] = time.time,
         backoff_s: float = BACKOFF_BASE_S,
+        max_wait_s: float = MAX_WAIT_S,
         verifier: EmailVerifier | None = None,
     ) -> None:
         self.verifier = verifier
         self.backoff_s = backoff_s
         self.database = database
-        self.order = order
-        self.finders = finders
+        self.waterfall = waterfall
         self.cache_ttl_s = cache_ttl_s
         self.clock = clock
+        self.max_wait_s = max_wait_s
 
     async def run(self, job_id: str) -> ChunkResult:
         now = self.clock()
@@ -152,26 +171,25 @@ class BulkEnricher:
             # never flushed by this read session over a cancel that landed meanwhile.
             session.expunge_all()
             work = await self._plan(session, job, items)
-        asked = await self._unless_stopped(job_id, self._providers(work))
+        max_wait_s = self.max_wait_s if job.max_wait_s is None else job.max_wait_s
+        asked = await self._unless_stopped(job_id, self._ask(job.user_id, work, now, max_wait_s))
         if asked is STOPPED:
             return ChunkResult(cancelled=True)
-        wait, answered = asked
-        saves: list[tuple[str, dict[str, object]]] = []
-        for w in work:
-            saved = self._conclude(w, now)
-            if saved is not None:
-                saves.append(saved)
+        saves, waiting = asked
         if job.verify_patterns and self.verifier is not None:
             checked = await self._unless_stopped(
                 job_id, verification.verify_patterns(self.verifier, items)
             )
             if checked is STOPPED:
                 return ChunkResult(cancelled=True)
+        user_id = job.user_id
         for item in items:
             if item.duplicate_of is not None and item.status == "pending":
                 leader = next((i for i in items if i.id == item.duplicate_of), None)
                 if leader is not None and leader.status != "pending":
                     _copy(item, leader)
+                elif leader is not None:
+                    item.next_attempt_at, item.reason = leader.next_attempt_at, leader.reason
         async with self.database.write_session() as session:
             if items:
                 await session.execute(_SAVE, [_saved(item) for item in items])
@@ -190,11 +208,13 @@ class BulkEnricher:
                 select(func.min(EnrichmentItem.next_attempt_at)).where(*pending)
             )
         done = sum(1 for i in items if i.status != "pending")
-        result = ChunkResult(
-            done=done, remaining=remaining, wait_s=0.0 if answered or done else wait
-        )
-        if remaining and not wait:
+        result = ChunkResult(done=done, remaining=remaining, user_id=user_id)
+        if remaining:
             result.wait_s = max(0.0, float(due or now) - self.clock())
+            if result.wait_s > 0:
+                result.waiting = waiting or _waiting(
+                    None, float(due or now), "retrying contacts after transient failures"
+                )
         return result
 
     async def _unless_stopped(self, job_id: str, work: Any) -> Any:
@@ -227,10 +247,10 @@ class BulkEnricher:
 
     async def _plan(
         self, session: AsyncSession, job: EnrichmentJob, items: list[EnrichmentItem]
-    ) -> list[_Work]:
+    ) -> list[EnrichmentItem]:
         """Answers duplicates and recent look-ups from what is known; returns what to ask."""
         leaders: dict[PersonKey, EnrichmentItem] = {}
-        work: list[_Work] = []
+        work: list[EnrichmentItem] = []
         for item in items:
             key = person_key(item)
             earlier = await self._answered(session, job.id, key)
@@ -241,119 +261,72 @@ class BulkEnricher:
                 item.duplicate_of = leaders[key].id
                 continue
             leaders[key] = item
-            hit = await cache.get(session, job.user_id, "enrich", _cache_key(item))
+            hit = await cache.get(session, job.user_id, "enrich", enrich_cache_key(_query(item)))
             if hit is not None:
-                found = "found" if hit.get("email") else "not_found"
+                found = "found" if hit.get("status") in SUFFICIENT else "not_found"
+                email = hit.get("email") if found == "found" else None
                 _settle(
                     item,
                     found,
-                    hit.get("email"),
-                    hit.get("source"),
-                    hit.get("confidence"),
-                    hit.get("status"),
+                    email,
+                    hit.get("source") if email else None,
+                    hit.get("confidence") if email else None,
+                    hit.get("status") if email else None,
                     f"{found.replace('_', ' ')} recently (cached)",
                 )
                 continue
-            query = PersonQuery(
-                first_name=item.first_name,
-                last_name=item.last_name,
-                domain=item.domain,
-                linkedin_url=item.linkedin_url,
-            )
-            work.append(_Work(item, query, tried={t for t in item.tried.split(",") if t}))
+            work.append(item)
         return work
 
-    async def _providers(self, work: list[_Work]) -> tuple[float, bool]:
-        """Asks each provider for the contacts whose earlier providers have all answered
-        without a sufficient email. A provider whose budget is spent is skipped for this
-        chunk while the others go on. Returns the shortest wait for a spent budget, and
-        whether any provider answered."""
-        waits: list[float] = []
-        answered = False
-        for index, name in enumerate(self.order):
-            before = self.order[:index]
-            asking = [
-                w
-                for w in work
-                if name not in w.tried
-                and not _sufficient(w.best)
-                and all(b in w.tried for b in before)
-            ]
-            if not asking:
-                continue
-            tried_before = sum(len(w.tried) for w in asking)
-            wait = await self._ask(name, asking)
-            answered = answered or sum(len(w.tried) for w in asking) > tried_before
-            if wait:
-                waits.append(wait)
-        return (min(waits) if waits else 0.0), answered
-
-    async def _ask(self, name: str, asking: list[_Work]) -> float:
-        finder = self.finders[name]
-        for start in range(0, len(asking), finder.batch_size):
-            batch = asking[start : start + finder.batch_size]
-            try:
-                found = await finder.find_emails(
-                    [w.query for w in batch],
-                    deadline=Deadline(CALL_DEADLINE_S),
-                    priority=Priority.BULK,
+    async def _ask(
+        self, user_id: str, work: list[EnrichmentItem], now: float, max_wait_s: float
+    ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any] | None]:
+        """The engine's decisions for the chunk, applied to its items; returns what to cache
+        and, if contacts wait for a provider, the earliest such wait."""
+        dones = [{t for t in item.tried.split(",") if t} for item in work]
+        with owner(user_id):
+            decisions = await self.waterfall.enrich(
+                [_query(item) for item in work],
+                priority=Priority.BULK,
+                wait=WaitPolicy(max_wait_s),
+                done=dones,
+            )
+        saves: list[tuple[str, dict[str, Any]]] = []
+        waits: list[RetryAt] = []
+        for item, decision, done in zip(work, decisions, dones, strict=True):
+            item.provider_calls += sum(
+                1 for a in decision.attempts if not a.outcome.startswith("skipped_")
+            )
+            if isinstance(decision, Found):
+                contact = decision.contact
+                _settle(
+                    item,
+                    "found",
+                    contact.email,
+                    decision.source,
+                    decision.confidence,
+                    decision.verification,
+                    None,
                 )
-            except BudgetExhausted as exc:
-                return exc.retry_in
-            except ProviderError as exc:
-                for w in batch:
-                    if isinstance(exc, DEFINITIVE):
-                        w.tried.add(name)
-                    else:
-                        w.transient = f"{name}: {exc.kind}"
-                    w.item.provider_calls += 1
-                continue
-            for w, contact in zip(batch, found, strict=True):
-                w.tried.add(name)
-                w.item.provider_calls += 1
-                if contact is None or not contact.email:
-                    continue
-                if w.best is None or _rank(contact) > _rank(w.best):
-                    w.best = contact
-        return 0.0
-
-    def _conclude(self, w: _Work, now: float) -> tuple[str, dict[str, object]] | None:
-        """Settles one contact from its answers; returns what to cache when found."""
-        item = w.item
-        item.tried = ",".join(sorted(w.tried))
-        best = w.best
-        if _sufficient(best):
-            assert best is not None
-            source = best.sources.get("email")
-            _settle(
-                item, "found", best.email, source, best.email_confidence, best.email_status, None
-            )
-            return _cache_key(item), {
-                "email": best.email,
-                "source": source,
-                "confidence": best.email_confidence,
-                "status": best.email_status,
-            }
-        if set(self.order) <= w.tried:
-            guess = (
-                f"; only a low-confidence guess: {best.email} ({best.email_confidence})"
-                if best
-                else ""
-            )
-            _settle(
-                item, "not_found", None, None, None, None, f"no provider knows this person{guess}"
-            )
-            return _cache_key(item), {
-                "email": None,
-                "source": None,
-                "confidence": None,
-                "status": None,
-            }
-        item.attempts += 1
-        item.reason = w.transient or "waiting for provider budget"
-        if w.transient:
-            item.next_attempt_at = now + _backoff(item.attempts, self.backoff_s)
-        return None
+            elif isinstance(decision, NotFound):
+                _settle(item, "not_found", None, None, None, None, decision.reason)
+            if isinstance(decision, Found | NotFound):
+                if not decision.degraded:
+                    value = enrich_response(decision).model_dump(mode="json")
+                    saves.append((enrich_cache_key(_query(item)), value))
+            else:
+                item.attempts += 1
+                item.reason = decision.reason
+                if decision.transient:
+                    item.source = None
+                    item.next_attempt_at = now + _backoff(item.attempts, self.backoff_s)
+                else:
+                    item.source = decision.provider
+                    item.next_attempt_at = decision.at
+                    waits.append(decision)
+            item.tried = ",".join(sorted(done))
+        first = min(waits, key=lambda d: d.at, default=None)
+        return saves, _waiting(first.provider, first.at, first.reason) if first else None
 
     async def _answered(
         self, session: AsyncSession, job_id: str, key: PersonKey
@@ -383,24 +356,6 @@ class BulkEnricher:
                     + " (gave up 24 hours after the job started)",
                 )
             )
-
-
-def _cache_key(item: EnrichmentItem) -> str:
-    return cache.cache_key(
-        {
-            "first_name": item.first_name.strip().lower(),
-            "last_name": item.last_name.strip().lower(),
-            "domain": item.domain,
-        }
-    )
-
-
-def _rank(contact: Contact) -> int:
-    return {"verified": 3, "likely": 2, "guessed": 1}.get(contact.email_status or "", 0)
-
-
-def _sufficient(contact: Contact | None) -> bool:
-    return contact is not None and bool(contact.email) and contact.email_status in SUFFICIENT
 
 
 def _settle(

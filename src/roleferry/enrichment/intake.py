@@ -60,6 +60,13 @@ _CONTACT = {
         "linkedin_url": {"type": "string", "pattern": _LINKEDIN.pattern},
     },
 }
+_MAX_WAIT_S = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 3600,
+    "description": "Seconds a contact may wait for an unavailable provider; "
+    "also accepted as the `max_wait_s` query parameter.",
+}
 # The body the route reads itself (it streams it), for the API reference.
 REQUEST_BODY = {
     "required": True,
@@ -77,6 +84,8 @@ REQUEST_BODY = {
                         "description": "Rows that fail these rules are reported as `rejected`.",
                     },
                     "callback_url": {"type": "string", "description": "Signed POST when done."},
+                    "verify_patterns": {"type": "boolean"},
+                    "max_wait_s": _MAX_WAIT_S,
                 },
             }
         },
@@ -87,6 +96,8 @@ REQUEST_BODY = {
                 "properties": {
                     "file": {"type": "string", "format": "binary", "description": "UTF-8 CSV."},
                     "callback_url": {"type": "string"},
+                    "verify_patterns": {"type": "string", "enum": ["true", "false"]},
+                    "max_wait_s": _MAX_WAIT_S,
                 },
             }
         },

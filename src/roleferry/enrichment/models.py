@@ -49,6 +49,9 @@ class EnrichmentJob(Base):
     callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     rejected: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     verify_patterns: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_wait_s: Mapped[float | None] = mapped_column(
+        Float, nullable=True, doc="s a contact may wait for a provider; None: the default"
+    )
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True, doc="unix s")

@@ -11,14 +11,13 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
 from roleferry.api.times import UtcDateTime
 from roleferry.csv_export import write_csv
-from roleferry.enrichment import intake, service, workflows
-from roleferry.enrichment.bulk import request_stop
+from roleferry.enrichment import bulk, intake, service, workflows
 from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
 from roleferry.errors import BadRequest, Unprocessable
 from roleferry.notifications.callbacks import UnsafeCallback, check_url
@@ -38,6 +37,9 @@ class JobAccepted(BaseModel):
 class WaitingFor(BaseModel):
     reason: str = Field(description="What the job waits for, in words.")
     until: UtcDateTime | None = Field(description="When that wait ends, if known.")
+    provider: str | None = Field(
+        None, description="The unavailable provider its next contact waits for, if that is it."
+    )
 
 
 class JobSummary(BaseModel):
@@ -59,6 +61,9 @@ class JobSummary(BaseModel):
     )
     provider_calls: int
     verify_patterns: bool
+    max_wait_s: float = Field(
+        description="How long a contact may wait for an unavailable provider, in seconds."
+    )
     created_at: UtcDateTime
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
@@ -80,6 +85,32 @@ class JobPage(BaseModel):
     )
 
 
+MaxWait = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=3600,
+        description="How long a contact may wait for an unavailable provider before the job "
+        "goes on without it, in seconds.",
+    ),
+]
+_MAX_WAIT: TypeAdapter[float] = TypeAdapter(MaxWait)
+
+
+def _max_wait_s(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError("a boolean is not a number of seconds")
+        return _MAX_WAIT.validate_python(value)
+    except (ValueError, ValidationError) as exc:
+        raise Unprocessable(
+            "max_wait_s must be a number of seconds from 0 to 3600",
+            details={"field": "max_wait_s"},
+        ) from exc
+
+
 def _verify_patterns(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -90,7 +121,7 @@ def _verify_patterns(value: object) -> bool:
     )
 
 
-async def _read_request(request: Request) -> service.JobRequest:
+async def _read_request(request: Request, max_wait_s: float | None) -> service.JobRequest:
     """The upload, parsed as it streams in and in a worker thread (see intake)."""
     ctype = request.headers.get("content-type", "")
     try:
@@ -103,14 +134,26 @@ async def _read_request(request: Request) -> service.JobRequest:
             parsed = await anyio.to_thread.run_sync(intake.from_csv, upload.file)
             callback = form.get("callback_url")
             verify = form.get("verify_patterns") or False
+            wait = form.get("max_wait_s")
         else:
             parsed = await _read_json(request)
             callback = parsed.fields.get("callback_url")
             verify = parsed.fields.get("verify_patterns", False)
+            wait = parsed.fields.get("max_wait_s")
         if callback is not None and not isinstance(callback, str):
             raise Unprocessable("callback_url must be a URL string")
+        waits = _max_wait_s(wait)
+        if waits is not None and max_wait_s is not None and waits != max_wait_s:
+            raise Unprocessable(
+                "max_wait_s differs between the query and the body: send it once",
+                details={"field": "max_wait_s"},
+            )
         return service.JobRequest(
-            parsed.rows, parsed.rejected, callback or None, _verify_patterns(verify)
+            parsed.rows,
+            parsed.rejected,
+            callback or None,
+            _verify_patterns(verify),
+            max_wait_s if waits is None else waits,
         )
     except intake.IntakeError as exc:
         raise Unprocessable(str(exc), details={"rejected": exc.rejected}) from exc
@@ -147,11 +190,12 @@ async def create_job(
     user: CurrentUser,
     runtime: RuntimeDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    max_wait_s: Annotated[MaxWait | None, Query()] = None,
 ) -> JSONResponse:
     """Queues contacts to enrich (JSON, or a CSV upload of up to 10,000 rows). The same
     Idempotency-Key with the same contacts answers the same job, and starts it if an earlier
     attempt saved it but did not get to start it."""
-    job_request = await _read_request(request)
+    job_request = await _read_request(request, max_wait_s)
     if job_request.callback_url:
         try:
             await check_url(runtime, job_request.callback_url)
@@ -176,7 +220,10 @@ async def _describe(session: Any, jobs: list[EnrichmentJob], now: float) -> list
         if job.status == "queued" and job.user_id not in running:
             running[job.user_id] = await service.running_jobs(session, job.user_id)
         eta = service.estimated_completion(job, tally, now)
-        waits = service.waiting_for(job, tally, running.get(job.user_id, []), now)
+        provider_wait = None
+        if job.status == "running":
+            provider_wait = await bulk.waiting(session, job.id, now)
+        waits = service.waiting_for(job, tally, running.get(job.user_id, []), now, provider_wait)
         out.append(
             JobOut(
                 id=job.id,
@@ -193,6 +240,7 @@ async def _describe(session: Any, jobs: list[EnrichmentJob], now: float) -> list
                 by_verification=tally["by_verification"],
                 provider_calls=tally["provider_calls"],
                 verify_patterns=job.verify_patterns,
+                max_wait_s=bulk.MAX_WAIT_S if job.max_wait_s is None else job.max_wait_s,
                 rejected=job.rejected,
                 created_at=job.created_at,
                 started_at=job.started_at,
@@ -245,7 +293,7 @@ async def cancel_job(job_id: str, user: CurrentUser, runtime: RuntimeDep) -> Job
     keep their answers, you are notified (and called back, if the job has a callback_url);
     your next job can start at once. A job already over answers 409."""
     summary = await service.cancel(runtime.db, user.id, job_id, runtime.clock())
-    request_stop(job_id)
+    bulk.request_stop(job_id)
     if summary["callback_url"]:
         await workflows.start_callback(job_id)
     async with runtime.db.session() as session:

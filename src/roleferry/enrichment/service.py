@@ -41,6 +41,7 @@ class JobRequest:
     rejected: list[dict[str, Any]]
     callback_url: str | None
     verify_patterns: bool = False
+    max_wait_s: float | None = None
 
 
 def request_hash(request: JobRequest) -> str:
@@ -50,6 +51,8 @@ def request_hash(request: JobRequest) -> str:
     parts.append(request.callback_url)
     if request.verify_patterns:
         parts.append({"verify_patterns": True})
+    if request.max_wait_s is not None:
+        parts.append({"max_wait_s": request.max_wait_s})
     canonical = json.dumps(parts, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -85,6 +88,7 @@ async def create(
                     request_hash=digest,
                     rejected=request.rejected,
                     verify_patterns=request.verify_patterns,
+                    max_wait_s=request.max_wait_s,
                 )
                 session.add(job)
         except IntegrityError:
@@ -263,11 +267,23 @@ async def running_jobs(session: AsyncSession, user_id: str) -> list[str]:
 
 
 def waiting_for(
-    job: EnrichmentJob, tally: dict[str, Any], running: list[str], now: float
+    job: EnrichmentJob,
+    tally: dict[str, Any],
+    running: list[str],
+    now: float,
+    provider_wait: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """What a job that is not over waits for, in words, and until when if that is known."""
+    """What a job that is not over waits for, in words, and until when if that is known.
+    `provider_wait` is bulk.waiting's answer for a running job none of whose contacts is due:
+    the provider its earliest contact waits for."""
     if job.status in TERMINAL:
         return None
+    if job.status == "running" and provider_wait is not None:
+        return {
+            "reason": provider_wait["reason"] or "a provider to have room again",
+            "until": iso_z(provider_wait["until"]),
+            "provider": provider_wait["provider"],
+        }
     if job.status == "queued":
         ahead = [j for j in running if j != job.id]
         if ahead:

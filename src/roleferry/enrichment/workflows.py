@@ -6,7 +6,9 @@ point resumes at the chunk it was in, and no saved contact is done again.
 A step that raises is retried by DBOS with backoff; one that keeps failing fails the job with
 the reason, and its owner is told: a job never stays `running` with nothing running it. A
 cancel is a state in our database, not a DBOS cancel: the running chunk sees it, stops, and
-the workflow ends at once, which frees the user's slot on the queue.
+the workflow ends at once, which frees the user's slot on the queue. A job whose contacts
+all wait longer than HOLD_S for providers gives its slot back too: `resume_later` sleeps off
+the queue, durably, then queues the job again (the user's next job runs meanwhile).
 
 The callback runs as a workflow of its own, started with an id derived from the job's (so it
 is started once however many paths reach it), off the queue: its retries never hold the
@@ -26,7 +28,7 @@ from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
 from roleferry.enrichment import service
 from roleferry.enrichment.bulk import BulkEnricher
 from roleferry.enrichment.models import EnrichmentJob
-from roleferry.providers.base import EmailVerifier
+from roleferry.waterfall.engine import Waterfall
 
 if TYPE_CHECKING:
     from roleferry.runtime import Runtime
@@ -36,6 +38,8 @@ QUEUE = "enrichment"
 STEP_ATTEMPTS = 4
 STEP_RETRY_S = 1.0
 """A failing step is tried 4 times, 1, 2 and 4 s apart, before the job fails."""
+HOLD_S = 5.0
+"""A job that must wait longer than this gives its user's queue slot back while it sleeps."""
 _runtime: dict[str, Runtime] = {}
 
 
@@ -54,14 +58,17 @@ async def register_queue() -> None:
     )
 
 
-async def enqueue(job_id: str, user_id: str) -> None:
-    """Queues the job's workflow; the workflow id is the job id, so enqueueing a job that is
-    already queued, running or done changes nothing."""
+async def enqueue(
+    job_id: str, user_id: str, *, workflow_id: str | None = None, resumed: bool = False
+) -> None:
+    """Queues the job's workflow; the workflow id is the job id (or, for a resume, derived
+    from the sleeping workflow's), so enqueueing a job that is already queued, running or
+    done changes nothing."""
     queue = await DBOS.retrieve_queue_async(QUEUE)
     if queue is None:
         raise RuntimeError(f"the {QUEUE} queue is not registered")
-    with SetWorkflowID(job_id), SetEnqueueOptions(queue_partition_key=user_id):
-        await queue.enqueue_async(enrichment_workflow, job_id)
+    with SetWorkflowID(workflow_id or job_id), SetEnqueueOptions(queue_partition_key=user_id):
+        await queue.enqueue_async(enrichment_workflow, job_id, resumed)
 
 
 async def start_callback(job_id: str) -> None:
@@ -100,17 +107,19 @@ async def chunk_step(job_id: str) -> dict[str, Any]:
     assert providers is not None
     enricher = BulkEnricher(
         runtime.db,
-        runtime.settings.waterfall,
-        providers.email_finders,
+        Waterfall.of(providers, runtime.settings),
         runtime.settings.search_cache_ttl_s,
         runtime.clock,
         runtime.settings.enrichment_backoff_s,
-        verifier=next(
-            (f for f in providers.email_finders.values() if isinstance(f, EmailVerifier)), None
-        ),
+        verifier=next(iter(providers.email_verifiers.values()), None),
     )
     result = await enricher.run(job_id)
-    return {"remaining": result.remaining, "wait_s": result.wait_s, "over": result.cancelled}
+    return {
+        "remaining": result.remaining,
+        "wait_s": result.wait_s,
+        "over": result.cancelled,
+        "user_id": result.user_id,
+    }
 
 
 @DBOS.step(**_RETRIES)
@@ -155,18 +164,31 @@ async def callback_workflow(job_id: str) -> None:
 
 
 @DBOS.workflow()
-async def enrichment_workflow(job_id: str) -> str:
+async def enrichment_workflow(job_id: str, resumed: bool = False) -> str:
     try:
-        if await start_step(job_id):
+        if resumed or await start_step(job_id):
             while True:
                 progress = await chunk_step(job_id)
                 if progress["over"] or progress["remaining"] == 0:
                     break
+                if progress["wait_s"] > HOLD_S:
+                    await DBOS.start_workflow_async(
+                        resume_later, job_id, progress["user_id"], progress["wait_s"]
+                    )
+                    return "waiting"
                 if progress["wait_s"] > 0:
-                    await DBOS.sleep_async(min(progress["wait_s"], 3600.0))
+                    await DBOS.sleep_async(progress["wait_s"])
             await finish_step(job_id)
     except Exception as exc:  # a step that kept failing: the job fails, it does not hang
         await fail_step(job_id, failure_reason(exc))
     if await has_callback_step(job_id):
         await start_callback(job_id)
     return "closed"
+
+
+@DBOS.workflow()
+async def resume_later(job_id: str, user_id: str, wait_s: float) -> None:
+    """Sleeps durably off the queue (so the user's next job can run meanwhile), then queues
+    the job again in its user's partition."""
+    await DBOS.sleep_async(min(wait_s, 3600.0))
+    await enqueue(job_id, user_id, workflow_id=f"{DBOS.workflow_id}-resume", resumed=True)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from roleferry.api.deps import CurrentUser, RuntimeDep
-from roleferry.config import Provider
+from roleferry.providers.catalog import SPECS
 from roleferry.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1", tags=["monitoring"])
@@ -14,6 +14,7 @@ router = APIRouter(prefix="/api/v1", tags=["monitoring"])
 
 class IntegrationOut(BaseModel):
     provider: str
+    capabilities: list[str] = Field(description="What the app uses it for, from its spec.")
     mode: str = Field(description="live or sandbox")
     circuit: str | None = Field(description="closed, half_open or open")
     budget_left: int | None = Field(description="Calls left in the tightest rate window.")
@@ -27,13 +28,14 @@ async def integration_status(runtime: Runtime) -> list[IntegrationOut]:
     """Each provider now: what the JSON route answers and the dashboard shows."""
     rows = []
     providers = runtime.providers
-    for provider in Provider:
-        policy = providers.policies.get(provider.value) if providers else None
-        recent = providers.stats.recent(provider.value) if providers else None
+    for spec in SPECS:
+        policy = providers.policies.get(spec.name) if providers else None
+        recent = runtime.integration_stats.recent(spec.name) if providers else None
         rows.append(
             IntegrationOut(
-                provider=provider.value,
-                mode="live" if runtime.settings.is_live(provider) else "sandbox",
+                provider=spec.name,
+                capabilities=sorted(spec.capabilities),
+                mode="live" if runtime.settings.is_live(spec.name) else "sandbox",
                 circuit=(await policy.breaker.state()).name.lower() if policy else None,
                 budget_left=await policy.limiter.remaining() if policy else None,
                 calls_5m=recent.calls if recent else 0,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from roleferry.providers.models import Contact, PersonQuery
+from roleferry.providers.spec import Capability
 from roleferry.resilience.deadline import Deadline
 from roleferry.resilience.ratelimit import Priority
 
@@ -40,3 +41,59 @@ class EmailVerifier(Protocol):
     name: str
 
     async def verify_email(self, email: str, *, deadline: Deadline, priority: Priority) -> str: ...
+
+
+@runtime_checkable
+class EmailSender(Protocol):
+    """Queues messages and reports addresses that bounced."""
+
+    name: str
+
+    async def send(
+        self, message: dict[str, Any], *, deadline: Deadline, priority: Priority = ...
+    ) -> str: ...
+
+    async def bounces(self, *, deadline: Deadline, limit: int = ...) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """Writes text for a prompt."""
+
+    name: str
+
+    async def write(
+        self,
+        prompt: str,
+        *,
+        model: str,
+        max_tokens: int,
+        deadline: Deadline,
+        priority: Priority = ...,
+    ) -> str: ...
+
+
+@runtime_checkable
+class Payments(Protocol):
+    """Takes payments: hosted checkouts and confirmed payment intents."""
+
+    name: str
+
+    async def create_checkout_session(
+        self, params: dict[str, Any], *, deadline: Deadline, idempotency_key: str | None = ...
+    ) -> Any: ...
+
+    async def create_payment_intent(
+        self, params: dict[str, Any], *, deadline: Deadline, idempotency_key: str | None = ...
+    ) -> Any: ...
+
+
+PROTOCOLS: dict[Capability, type] = {
+    Capability.PEOPLE_FINDER: PeopleFinder,
+    Capability.EMAIL_FINDER: EmailFinder,
+    Capability.EMAIL_VERIFIER: EmailVerifier,
+    Capability.EMAIL_SENDER: EmailSender,
+    Capability.LLM: LLM,
+    Capability.PAYMENTS: Payments,
+}
+"""What a client of a provider offering each capability implements."""

@@ -1,33 +1,61 @@
-"""Provider failures, mapped once at each client's boundary so no status code leaks upward.
+"""Provider failures, mapped once at the boundary (`map_error`, from each provider's spec) so
+no status code leaks upward.
 
-    ProviderError
+    ProviderError (= resilience's CallError)
     ├── AuthFailed          the key is wrong or lacks rights (not retried)
     ├── InvalidRequest      we sent something the provider refuses (not retried)
-    ├── QuotaExhausted      the plan's quota is spent for the period (not retried)
+    ├── PaymentDeclined     a payment was refused, e.g. a declined card (not retried)
+    ├── QuotaExhausted      the plan's quota or spend limit is spent for the period (not retried)
     ├── RateLimited         too many requests now; `retry_after` seconds if the provider said
-    ├── Unavailable         5xx, 529, refused or reset connections
+    ├── Unavailable         5xx, refused or reset connections
+    │   └── Overloaded      the provider says it is overloaded (not retried: fall through)
     ├── Timeout             no answer within the attempt's time
     ├── BadResponse         an answer we cannot read (invalid JSON, wrong shape)
-    ├── CircuitOpen         our breaker refuses calls for now (no request sent)
-    ├── BudgetExhausted     our rate limiter has no room now (no request sent)
-    └── DeadlineExceeded    the caller's time ran out before an answer
+    └── Refusal             our own policy said no, nothing was sent (from resilience):
+        ├── CircuitOpen, BudgetExhausted, DeadlineExceeded
 
 Messages never carry a key: they name the provider, the endpoint and what went wrong.
 """
 
 from __future__ import annotations
 
+import json
+from typing import TYPE_CHECKING
 
-class ProviderError(Exception):
-    retryable = False
-    counts_as_failure = False
-    kind = "error"
+import httpx
 
-    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
-        super().__init__(f"{provider}: {message}")
-        self.provider = provider
-        self.message = message
-        self.status = status
+from roleferry.providers.spec import Reply
+from roleferry.resilience.errors import (
+    BudgetExhausted,
+    CallError,
+    CircuitOpen,
+    DeadlineExceeded,
+    Refusal,
+    Timeout,
+)
+
+if TYPE_CHECKING:
+    from roleferry.providers.spec import ProviderSpec, Quirk
+
+ProviderError = CallError
+
+__all__ = [
+    "AuthFailed",
+    "BadResponse",
+    "BudgetExhausted",
+    "CircuitOpen",
+    "DeadlineExceeded",
+    "InvalidRequest",
+    "Overloaded",
+    "PaymentDeclined",
+    "ProviderError",
+    "QuotaExhausted",
+    "RateLimited",
+    "Refusal",
+    "Timeout",
+    "Unavailable",
+    "map_error",
+]
 
 
 class AuthFailed(ProviderError):
@@ -38,12 +66,17 @@ class InvalidRequest(ProviderError):
     kind = "invalid_request"
 
 
+class PaymentDeclined(ProviderError):
+    kind = "payment_declined"
+
+
 class QuotaExhausted(ProviderError):
     kind = "quota_exhausted"
 
 
 class RateLimited(ProviderError):
     retryable = True
+    throttled = True
     kind = "rate_limited"
 
     def __init__(
@@ -64,10 +97,11 @@ class Unavailable(ProviderError):
     kind = "unavailable"
 
 
-class Timeout(ProviderError):
-    retryable = True
-    counts_as_failure = True
-    kind = "timeout"
+class Overloaded(Unavailable):
+    """Retrying an overloaded provider adds to its load; the next provider is tried instead."""
+
+    retryable = False
+    kind = "overloaded"
 
 
 class BadResponse(ProviderError):
@@ -76,21 +110,70 @@ class BadResponse(ProviderError):
     kind = "bad_response"
 
 
-class CircuitOpen(ProviderError):
-    kind = "circuit_open"
+def _default(status: int) -> type[ProviderError]:
+    """What a status means when no quirk of the provider says otherwise."""
+    if status in (401, 403):
+        return AuthFailed
+    if status == 402:
+        return PaymentDeclined
+    if status == 408:
+        return Timeout
+    if status == 429:
+        return RateLimited
+    if status >= 500:
+        return Unavailable
+    if 400 <= status < 500:
+        return InvalidRequest
+    return BadResponse
 
-    def __init__(self, provider: str, retry_in: float) -> None:
-        super().__init__(provider, f"circuit open, next probe in {retry_in:.1f}s")
-        self.retry_in = retry_in
+
+def reply_of(response: httpx.Response) -> Reply:
+    try:
+        body = response.json()
+    except (ValueError, json.JSONDecodeError):
+        body = response.text[:2000]
+    return Reply(response.status_code, response.headers, body)
 
 
-class BudgetExhausted(ProviderError):
-    kind = "budget_exhausted"
+def _build(
+    spec: ProviderSpec, cls: type[ProviderError], reply: Reply, endpoint: str
+) -> ProviderError:
+    """The error, its message naming the endpoint, status and the provider's error type and
+    code (identifiers only: a body's free text may echo a key)."""
+    named = "/".join(x for x in (reply.error_type(), reply.error_code()) if x)
+    message = f"{endpoint} answered {reply.status}" + (f" ({named})" if named else "")
+    if cls is RateLimited:
+        return RateLimited(
+            spec.name, message, retry_after=spec.limits.wait_s(reply.headers), status=reply.status
+        )
+    error = cls(spec.name, message, status=reply.status)
+    if cls is QuotaExhausted or cls is Overloaded:
+        error.retry_after = spec.limits.wait_s(reply.headers)
+    return error
 
-    def __init__(self, provider: str, retry_in: float) -> None:
-        super().__init__(provider, f"rate budget spent, room again in {retry_in:.1f}s")
-        self.retry_in = retry_in
+
+def _first(quirks: tuple[Quirk, ...], reply: Reply) -> type[ProviderError] | None:
+    return next((q.error for q in quirks if q.matches_reply(reply)), None)
 
 
-class DeadlineExceeded(ProviderError):
-    kind = "deadline_exceeded"
+def map_error(
+    spec: ProviderSpec, failure: httpx.Response | Reply | BaseException, endpoint: str
+) -> ProviderError:
+    """The one mapping from what a provider answered (or what its client raised) to our error
+    tree: the spec's quirks first, in order, then the common meaning of the status."""
+    if isinstance(failure, CallError):
+        return failure
+    if isinstance(failure, BaseException):
+        for quirk in spec.quirks:
+            if quirk.matches_exception(failure):
+                return quirk.error(spec.name, f"{endpoint}: {type(failure).__name__}")
+        reply = spec.unwrap(failure) if spec.unwrap else None
+        if reply is None:
+            if isinstance(failure, httpx.TimeoutException):
+                return Timeout(spec.name, f"{endpoint} timed out")
+            return Unavailable(spec.name, f"{endpoint}: {type(failure).__name__}")
+    elif isinstance(failure, httpx.Response):
+        reply = reply_of(failure)
+    else:
+        reply = failure
+    return _build(spec, _first(spec.quirks, reply) or _default(reply.status), reply, endpoint)

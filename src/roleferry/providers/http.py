@@ -1,40 +1,36 @@
 """The HTTP layer every hand-written provider client shares: one pooled AsyncClient per
-provider, and transport failures turned into our error tree (never with a key in them: errors
-name the endpoint path, never the URL with its query)."""
+provider, authenticated as its spec says, and every failure (transport or status) turned into
+our error tree by the one mapping, `map_error` (never with a key in it: errors name the
+endpoint path, never the URL with its query)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from roleferry.providers.errors import BadResponse, ProviderError, Timeout, Unavailable
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds, when the provider sent a number of them."""
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+from roleferry.providers.errors import BadResponse, map_error
+from roleferry.providers.spec import ProviderSpec
 
 
 class ProviderHTTP:
     def __init__(
         self,
-        provider: str,
+        spec: ProviderSpec,
         base_url: str,
-        headers: Mapping[str, str],
+        key: str,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 20,
     ) -> None:
-        self.provider = provider
+        self.spec = spec
+        self.provider = spec.name
+        self.base_url = base_url
+        self.key = key
+        self.transport = transport
         self.client = httpx.AsyncClient(
             base_url=base_url,
-            headers=dict(headers),
+            headers=spec.auth.headers(key),
             transport=transport,
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -45,12 +41,17 @@ class ProviderHTTP:
     async def request(
         self, method: str, path: str, *, timeout: float, **kwargs: Any
     ) -> httpx.Response:
+        """The answer, whatever its status; a transport failure raised as our error."""
         try:
             return await self.client.request(method, path, timeout=timeout, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise Timeout(self.provider, f"{path} timed out after {timeout:.2f}s") from exc
-        except httpx.TransportError as exc:
-            raise Unavailable(self.provider, f"{path}: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise map_error(self.spec, exc, path) from exc
+
+    def check(self, response: httpx.Response, path: str) -> httpx.Response:
+        """The response if it succeeded, else the spec's mapping of it raised."""
+        if response.is_success:
+            return response
+        raise map_error(self.spec, response, path)
 
     def json(self, response: httpx.Response, path: str) -> Any:
         try:
@@ -61,21 +62,10 @@ class ProviderHTTP:
             ) from exc
 
     def json_object(self, response: httpx.Response, path: str) -> dict[str, Any]:
-        body = self.json(response, path)
+        body = self.json(self.check(response, path), path)
         if not isinstance(body, dict):
             raise BadResponse(self.provider, f"{path} answered with a JSON {type(body).__name__}")
         return body
-
-    def unexpected(self, response: httpx.Response, path: str) -> ProviderError:
-        if response.status_code >= 500:
-            return Unavailable(
-                self.provider,
-                f"{path} answered {response.status_code}",
-                status=response.status_code,
-            )
-        return BadResponse(
-            self.provider, f"{path} answered {response.status_code}", status=response.status_code
-        )
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -7,13 +7,18 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from roleferry.providers.catalog import SPECS
+
 EmailStatus = Literal["verified", "likely", "guessed", "unknown"]
-_PLACEHOLDER = re.compile(r"^(email_not_unlocked|not_unlocked|placeholder|noemail)@", re.I)
+_LOCAL_PARTS = {"not_unlocked", "placeholder", "noemail"} | {
+    email.partition("@")[0] for spec in SPECS for email in spec.placeholder_emails
+}
+_PLACEHOLDER = re.compile(rf"^({'|'.join(sorted(map(re.escape, _LOCAL_PARTS)))})@", re.I)
 
 
 def real_email(value: object) -> str | None:
-    """An address, or None for empty values and providers' placeholders like
-    Apollo's `email_not_unlocked@domain`."""
+    """An address, or None for empty values and placeholders: those the specs declare (like
+    Apollo's `email_not_unlocked@domain`) and a few generic ones."""
     if not isinstance(value, str):
         return None
     email = value.strip().lower()

@@ -8,12 +8,18 @@ HALF_OPEN: `half_open_calls` probes go; when all have answered, the breaker clos
 failure and slow rates are under the thresholds, else opens again. Other callers are refused
 while probes are out.
 
+Only real calls count (resilience4j's `ignoreExceptions`): a permit whose call never went
+(our own refusal: budget spent, no time left) or was cancelled is `release`d, which frees a
+probe's slot and records nothing. Each entry into HALF_OPEN starts a new generation, so a
+permit from an earlier one can neither free nor fill a slot of the current one.
+
 Only `Unavailable`, `Timeout` and `BadResponse` count as failures: a 429 or a wrong key says
 nothing about the provider's health. State lives in a `StateStore` (Redis when configured).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,11 +58,15 @@ class BreakerConfig:
     half_open_calls: int = 2
 
 
-@dataclass(frozen=True)
+@dataclass
 class Permit:
+    """Leave to make one call; `settled` once its outcome is recorded or it is released."""
+
     state: CircuitState
     permitted: bool
     retry_in: float = 0.0
+    generation: int = 0
+    settled: bool = False
 
 
 def _fresh() -> State:
@@ -66,6 +76,7 @@ def _fresh() -> State:
         "open_until": 0.0,
         "probes": 0,
         "results": [],
+        "generation": 0,
     }
 
 
@@ -97,10 +108,28 @@ class CircuitBreaker:
             return CircuitState.HALF_OPEN
         return state
 
+    async def opens_in(self) -> float:
+        """Seconds until this breaker lets a call go: 0 unless it is open (or half-open with
+        every probe out, when the probes' answers decide; then its open time, as an upper
+        bound)."""
+        raw = await self.store.get(self.key) or _fresh()
+        state = CircuitState(raw["state"])
+        if state is CircuitState.OPEN:
+            return max(0.0, float(raw["open_until"]) - self.clock())
+        if state is CircuitState.HALF_OPEN and raw["probes"] >= self.config.half_open_calls:
+            return self.config.open_s
+        return 0.0
+
     async def acquire(self) -> Permit:
-        """Asks to make one call; never waits."""
+        """Asks to make one call; never waits. Closed, it only reads (one Redis round trip):
+        a closed breaker changes nothing for a call that starts."""
         now = self.clock()
         config = self.config
+        current = await self.store.get(self.key)
+        if current is None or current["state"] == int(CircuitState.CLOSED):
+            return Permit(
+                CircuitState.CLOSED, True, generation=(current or {}).get("generation", 0)
+            )
 
         def step(raw: State | None) -> tuple[State, Permit]:
             s = raw or _fresh()
@@ -108,21 +137,49 @@ class CircuitBreaker:
             if state is CircuitState.OPEN:
                 if now < s["open_until"]:
                     return s, Permit(state, False, s["open_until"] - now)
-                s.update(state=int(CircuitState.HALF_OPEN), probes=0, results=[])
+                s.update(
+                    state=int(CircuitState.HALF_OPEN),
+                    probes=0,
+                    results=[],
+                    generation=s.get("generation", 0) + 1,
+                )
                 state = CircuitState.HALF_OPEN
+            generation = s.get("generation", 0)
             if state is CircuitState.HALF_OPEN:
                 if s["probes"] >= config.half_open_calls:
-                    return s, Permit(state, False, 1.0)
+                    return s, Permit(state, False, 1.0, generation, settled=True)
                 s["probes"] += 1
-            return s, Permit(state, True)
+            return s, Permit(state, True, generation=generation)
 
         permit = await self.store.update(self.key, step, self._ttl)
         if permit.state is CircuitState.HALF_OPEN and self.on_change:
             self.on_change(self.provider, CircuitState.HALF_OPEN)
         return permit
 
+    async def release(self, permit: Permit) -> None:
+        """Gives back a permit whose call was not made or not finished (refused by our own
+        policy, cancelled): neither a success nor a failure; a probe's slot is free again."""
+        if permit.settled or not permit.permitted:
+            return
+        permit.settled = True
+        if permit.state is not CircuitState.HALF_OPEN:
+            return
+
+        def step(raw: State | None) -> tuple[State, None]:
+            s = raw or _fresh()
+            if (
+                s["state"] == int(CircuitState.HALF_OPEN)
+                and s.get("generation", 0) == permit.generation
+                and s["probes"] > 0
+            ):
+                s["probes"] -= 1
+            return s, None
+
+        await self.store.update(self.key, step, self._ttl)
+
     async def record(self, permit: Permit, *, failed: bool, duration_s: float) -> CircuitState:
         """Adds one call's outcome; returns the state after it."""
+        permit.settled = True
         now = self.clock()
         config = self.config
         outcome = [1 if failed else 0, 1 if duration_s >= config.slow_call_s else 0]
@@ -136,15 +193,19 @@ class CircuitBreaker:
         def step(raw: State | None) -> tuple[State, CircuitState]:
             s = raw or _fresh()
             state = CircuitState(s["state"])
-            if state is CircuitState.HALF_OPEN and permit.state is CircuitState.HALF_OPEN:
+            if (
+                state is CircuitState.HALF_OPEN
+                and permit.state is CircuitState.HALF_OPEN
+                and s.get("generation", 0) == permit.generation
+            ):
                 s["results"].append(outcome)
                 if len(s["results"]) >= config.half_open_calls:
                     if tripped(s["results"]):
                         s.update(state=int(CircuitState.OPEN), open_until=now + config.open_s)
                     else:
-                        s.update(_fresh())
+                        s.update({**_fresh(), "generation": s.get("generation", 0)})
                 return s, CircuitState(s["state"])
-            if state is CircuitState.CLOSED:
+            if state is CircuitState.CLOSED and permit.state is CircuitState.CLOSED:
                 window = [*s["window"], outcome][-config.window :]
                 s["window"] = window
                 if len(window) >= config.minimum_calls and tripped(window):
@@ -157,6 +218,11 @@ class CircuitBreaker:
                     )
             return s, CircuitState(s["state"])
 
+        current = await self.store.get(self.key)
+        if current is not None:
+            unchanged, state = step(copy.deepcopy(current))
+            if unchanged == current:
+                return state
         new_state = await self.store.update(self.key, step, self._ttl)
         if new_state is not permit.state and self.on_change:
             self.on_change(self.provider, new_state)

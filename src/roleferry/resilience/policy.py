@@ -5,6 +5,11 @@
 A call never waits for the breaker or the budget: it is refused at once (`CircuitOpen`,
 `BudgetExhausted` with the time until room), so the search waterfall skips to the next
 provider and bulk jobs sleep durably. It may wait for a bulkhead slot, within its deadline.
+
+The breaker counts only calls that were sent: our own refusals release their permit in a
+`finally`, as does a cancelled half-open probe, so a probe's slot is never lost; a call
+cancelled in flight while closed (a hedge's loser) counts as slow (see `_cancelled`). The
+provider's errors are mapped before they get here (providers/errors.py `map_error`).
 """
 
 from __future__ import annotations
@@ -12,28 +17,37 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
-from roleferry.monitoring.integrations import IntegrationStats
 from roleferry.monitoring.metrics import CIRCUIT_STATE, RATE_LIMIT_REMAINING
-from roleferry.providers.errors import (
-    BudgetExhausted,
-    CircuitOpen,
-    DeadlineExceeded,
-    ProviderError,
-    RateLimited,
-    Timeout,
-)
+from roleferry.resilience import testing
 from roleferry.resilience.breaker import BreakerConfig, CircuitBreaker, CircuitState, Permit
 from roleferry.resilience.deadline import Deadline
+from roleferry.resilience.errors import (
+    BudgetExhausted,
+    CallError,
+    CircuitOpen,
+    DeadlineExceeded,
+    Refusal,
+    Timeout,
+)
 from roleferry.resilience.ratelimit import Priority, RateLimiter, Window
 from roleferry.resilience.store import StateStore
 
 T = TypeVar("T")
 
-__all__ = ["Policy", "PolicyConfig", "Priority", "RetryConfig"]
+__all__ = ["CallObserver", "Policy", "PolicyConfig", "Priority", "RetryConfig"]
+
+
+class CallObserver(Protocol):
+    """Told of every attempt that was sent (monitoring's IntegrationStats is one)."""
+
+    def observe(
+        self, provider: str, endpoint: str, duration_s: float, error_type: str | None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -51,17 +65,21 @@ class RetryConfig:
 @dataclass(frozen=True)
 class PolicyConfig:
     """Defaults: 2 s per attempt (shrunk to the deadline); at most 10 calls in flight per
-    provider and process; bulk work takes at most 80% of each rate window."""
+    provider and process; bulk work takes at most 80% of each rate window; one user all of it
+    (`user_share`, set from ROLEFERRY_USER_BUDGET_SHARE)."""
 
     windows: list[Window]
     attempt_timeout_s: float = 2.0
     max_concurrency: int = 10
     bulk_share: float = 0.8
+    user_share: float = 1.0
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
 
 
 AttemptFn = Callable[[float], Awaitable[T]]
+HEDGE_FLOOR_S = 0.3
+LATENCY_SAMPLES = 50
 
 
 class Policy:
@@ -70,7 +88,7 @@ class Policy:
         provider: str,
         config: PolicyConfig,
         store: StateStore,
-        stats: IntegrationStats,
+        stats: CallObserver,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -84,7 +102,10 @@ class Policy:
         self.breaker = CircuitBreaker(
             provider, store, config.breaker, clock, on_change=_publish_state
         )
-        self.limiter = RateLimiter(provider, store, config.windows, config.bulk_share, clock)
+        self.limiter = RateLimiter(
+            provider, store, config.windows, config.bulk_share, clock, config.user_share
+        )
+        self._answers: dict[str, deque[float]] = {}
         self.bulkhead = asyncio.Semaphore(config.max_concurrency)
         CIRCUIT_STATE.labels(provider).set(0)
 
@@ -99,8 +120,9 @@ class Policy:
     ) -> T:
         """Runs `attempt(timeout_s)` under this provider's rules; raises a ProviderError."""
         retry = self.config.retry
-        last_error: ProviderError | None = None
-        for number in range(1, retry.attempts + 1):
+        attempts = testing.attempts(retry.attempts)
+        last_error: CallError | None = None
+        for number in range(1, attempts + 1):
             if deadline.remaining() < retry.min_attempt_s:
                 raise last_error or DeadlineExceeded(self.provider, f"no time left for {endpoint}")
             permit = await self.breaker.acquire()
@@ -108,21 +130,23 @@ class Policy:
                 raise CircuitOpen(self.provider, permit.retry_in)
             try:
                 result = await self._attempt(endpoint, attempt, permit, deadline, priority, cost)
-            except (CircuitOpen, BudgetExhausted, DeadlineExceeded):
-                await self.breaker.record(permit, failed=False, duration_s=0.0)
+            except Refusal:
                 raise
-            except ProviderError as error:
+            except CallError as error:
                 last_error = error
                 delay = self._backoff(number, error)
                 if (
                     not error.retryable
-                    or number == retry.attempts
+                    or number == attempts
                     or delay is None
                     or delay + retry.min_attempt_s > deadline.remaining()
                 ):
                     raise
-                await self.sleep(delay)
+                await testing.sleep(self.sleep, delay)
                 continue
+            finally:
+                if not permit.settled:
+                    await asyncio.shield(self.breaker.release(permit))
             return result
         raise last_error or DeadlineExceeded(self.provider, endpoint)
 
@@ -156,41 +180,77 @@ class Policy:
     ) -> T:
         timeout = min(self.config.attempt_timeout_s, deadline.remaining())
         started = time.perf_counter()
-        error: ProviderError | None = None
         try:
             async with asyncio.timeout(timeout):
-                return await attempt(timeout)
+                result = await attempt(timeout)
         except TimeoutError as exc:
             error = Timeout(self.provider, f"{endpoint} did not answer within {timeout:.2f}s")
+            await self._settle(endpoint, permit, started, error)
             raise error from exc
-        except ProviderError as exc:
-            error = exc
-            if isinstance(exc, RateLimited):
-                await self.limiter.penalize(exc.retry_after or 1.0)
+        except asyncio.CancelledError:
+            if permit.state is CircuitState.CLOSED:
+                await asyncio.shield(self._cancelled(endpoint, permit, started))
             raise
-        finally:
-            duration = time.perf_counter() - started
-            await self.breaker.record(
-                permit,
-                failed=error is not None and error.counts_as_failure,
-                duration_s=duration,
-            )
-            self.stats.observe(self.provider, endpoint, duration, error.kind if error else None)
+        except Refusal:
+            raise
+        except CallError as exc:
+            if exc.throttled:
+                await self.limiter.penalize(exc.retry_after or 1.0)
+            await self._settle(endpoint, permit, started, exc)
+            raise
+        await self._settle(endpoint, permit, started, None)
+        return result
 
-    def _backoff(self, number: int, error: ProviderError) -> float | None:
-        if isinstance(error, RateLimited) and error.retry_after is not None:
+    async def _cancelled(self, endpoint: str, permit: Permit, started: float) -> None:
+        """A call cancelled in flight, as a hedged one is when its rival answers first: it
+        did not answer in its usual time, so the closed breaker counts it as a slow call
+        (a hanging provider then opens it instead of costing every search a hedge). A
+        half-open probe is released instead (see `call`)."""
+        duration = time.perf_counter() - started
+        await self.breaker.record(
+            permit, failed=False, duration_s=max(duration, self.config.breaker.slow_call_s)
+        )
+        self.stats.observe(self.provider, endpoint, duration, "cancelled")
+
+    async def _settle(
+        self, endpoint: str, permit: Permit, started: float, error: CallError | None
+    ) -> None:
+        """Records a call that was answered (or timed out) on the breaker and in the stats."""
+        duration = time.perf_counter() - started
+        await self.breaker.record(
+            permit, failed=error is not None and error.counts_as_failure, duration_s=duration
+        )
+        self.stats.observe(self.provider, endpoint, duration, error.kind if error else None)
+
+    def _backoff(self, number: int, error: CallError) -> float | None:
+        if error.throttled and error.retry_after is not None:
             return error.retry_after
         retry = self.config.retry
         return self.rng.uniform(0, min(retry.max_s, retry.base_s * 2 ** (number - 1)))
 
-    async def availability(self, priority: Priority) -> ProviderError | None:
-        """Why a call would be refused right now without sending it, or None if it may go."""
-        state = await self.breaker.state()
-        if state is CircuitState.OPEN:
-            return CircuitOpen(self.provider, self.config.breaker.open_s)
-        if await self.limiter.remaining(priority) <= 0:
-            return BudgetExhausted(self.provider, 1.0)
+    async def availability(self, priority: Priority) -> CallError | None:
+        """Why a call would be refused right now without sending it, with the true time until
+        it would go, or None if it may go."""
+        opens_in = await self.breaker.opens_in()
+        if opens_in > 0:
+            return CircuitOpen(self.provider, opens_in)
+        left, wait = await self.limiter.room(priority)
+        if left <= 0:
+            return BudgetExhausted(self.provider, wait)
         return None
+
+    def observe_answer(self, operation: str, seconds: float) -> None:
+        """An operation (a search, an email look-up) that answered, and how long it took."""
+        samples = self._answers.setdefault(operation, deque(maxlen=LATENCY_SAMPLES))
+        samples.append(seconds)
+
+    def hedge_after_s(self, operation: str) -> float:
+        """When to start the next provider beside this one: its p95 over the last answers,
+        never under 0.3 s."""
+        samples = sorted(self._answers.get(operation, ()))
+        if len(samples) < 5:
+            return HEDGE_FLOOR_S
+        return max(HEDGE_FLOOR_S, samples[min(len(samples) - 1, int(0.95 * len(samples)))])
 
 
 def _publish_state(provider: str, state: CircuitState) -> None:

@@ -1,5 +1,6 @@
 """The sandbox's fixed, documented test credentials (public by design: they open only the
-local simulators). With no ROLEFERRY_<PROVIDER>_API_KEY set, our clients use these."""
+local simulators). The API keys are the providers' specs' `sandbox_key`s: with no
+ROLEFERRY_<PROVIDER>_API_KEY set, our clients send the same."""
 
 from __future__ import annotations
 
@@ -10,14 +11,9 @@ from functools import lru_cache
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-SANDBOX_API_KEYS: dict[str, str] = {
-    "apollo": "sandbox-apollo-key",
-    "clay": "sandbox-clay-key",
-    "hunter": "sandbox-hunter-key",
-    "sendgrid": "SG.sandbox-sendgrid.sandbox-key",
-    "anthropic": "sk-ant-sandbox-key",
-    "stripe": "sk_test_sandbox",
-}
+from roleferry.providers.catalog import SPECS
+
+SANDBOX_API_KEYS: dict[str, str] = {spec.name: spec.sandbox_key for spec in SPECS}
 SANDBOX_STRIPE_WEBHOOK_SECRET = "whsec_sandbox_roleferry"  # noqa: S105 (documented test secret)
 
 

@@ -1,5 +1,7 @@
 """Answers kept per user for a while, so the same question costs no second provider credit.
-Stored in the database, so every process shares them."""
+Stored in the database, so every process shares them. Writing one is a single upsert
+(`INSERT … ON CONFLICT DO UPDATE`): two requests answering the same question at once both
+succeed, the later answer kept."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, String, UniqueConstraint, delete, select
+from sqlalchemy import JSON, DateTime, String, UniqueConstraint, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -58,18 +61,16 @@ async def put(
 ) -> None:
     if ttl_s <= 0:
         return
-    await session.execute(
-        delete(CacheEntry).where(
-            CacheEntry.user_id == user_id, CacheEntry.kind == kind, CacheEntry.key == key
-        )
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s)
+    statement = insert(CacheEntry).values(
+        user_id=user_id, kind=kind, key=key, value=value, expires_at=expires_at
     )
-    session.add(
-        CacheEntry(
-            user_id=user_id,
-            kind=kind,
-            key=key,
-            value=value,
-            expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s),
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["user_id", "kind", "key"],
+            set_={"value": statement.excluded.value, "expires_at": statement.excluded.expires_at},
         )
     )
     if commit:

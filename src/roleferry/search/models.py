@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 from roleferry.api.inputs import NOT_BLANK, Domain
 from roleferry.providers.models import Contact
-from roleferry.search.waterfall import MIN_PROVIDER_S
+from roleferry.waterfall.engine import MIN_PROVIDER_S
 
 # Not blank: the pattern says so in the schema too, where minLength alone would admit "  ".
 Text = Annotated[
@@ -34,19 +34,31 @@ class SearchRequest(BaseModel):
     domain: Domain
     titles: list[Title] = Field(min_length=1, max_length=20, examples=[["VP", "Head"]])
     limit: int = Field(10, ge=1, le=50)
-    deadline_s: DeadlineSeconds = 5.0
+    deadline_s: DeadlineSeconds | None = Field(
+        None, description="Seconds to answer within; default ROLEFERRY_SEARCH_DEADLINE_S."
+    )
+    refresh: StrictBool = Field(
+        False, description="Ask the providers even if a cached answer exists."
+    )
 
 
 class EnrichRequest(BaseModel):
     first_name: Name
     last_name: Name
     domain: Domain
-    deadline_s: DeadlineSeconds = 5.0
+    deadline_s: DeadlineSeconds | None = Field(
+        None, description="Seconds to answer within; default ROLEFERRY_SEARCH_DEADLINE_S."
+    )
+    refresh: StrictBool = Field(
+        False, description="Ask the providers even if a cached answer exists."
+    )
 
 
 class AttemptOut(BaseModel):
     provider: str
-    outcome: str = Field(description="ok, empty, an error kind, or skipped_<reason>.")
+    outcome: str = Field(
+        description="ok, empty, an error kind, skipped_<reason>, or cancelled_hedge."
+    )
     latency_ms: float
     found: int
     detail: str | None
@@ -58,6 +70,11 @@ class SearchResponse(BaseModel):
     provider: str | None = Field(description="The first provider that found people.")
     attempts: list[AttemptOut]
     cached: bool = False
+    degraded: bool = Field(
+        False,
+        description="A provider was skipped or failed, so the answer may be incomplete; "
+        "not cached.",
+    )
 
 
 class EnrichResponse(BaseModel):
@@ -68,3 +85,8 @@ class EnrichResponse(BaseModel):
     contact: Contact | None
     attempts: list[AttemptOut]
     cached: bool = False
+    degraded: bool = Field(
+        False,
+        description="A provider was skipped or failed, so the answer may be incomplete; "
+        "not cached.",
+    )

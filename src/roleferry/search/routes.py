@@ -10,7 +10,7 @@ from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
 from roleferry.errors import ServiceUnavailable
 from roleferry.search import service
 from roleferry.search.models import EnrichRequest, EnrichResponse, SearchRequest, SearchResponse
-from roleferry.search.waterfall import Waterfall
+from roleferry.waterfall.engine import Waterfall
 
 router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"])
 
@@ -19,12 +19,7 @@ async def get_waterfall(runtime: RuntimeDep) -> Waterfall:
     providers = runtime.providers
     if providers is None:
         raise ServiceUnavailable("providers are not started")
-    return Waterfall(
-        runtime.settings.waterfall,
-        providers.people_finders,
-        providers.email_finders,
-        providers.policies,
-    )
+    return Waterfall.of(providers, runtime.settings)
 
 
 WaterfallDep = Annotated[Waterfall, Depends(get_waterfall)]
@@ -40,8 +35,9 @@ async def search_contacts(
     waterfall: WaterfallDep,
 ) -> SearchResponse:
     """People with these titles at a company, with work emails, within the deadline."""
+    settings = runtime.settings
     return await service.search(
-        session, waterfall, user.id, body, runtime.settings.search_cache_ttl_s
+        session, waterfall, user.id, body, settings.search_cache_ttl_s, settings.search_deadline_s
     )
 
 
@@ -54,6 +50,7 @@ async def enrich_contact(
     waterfall: WaterfallDep,
 ) -> EnrichResponse:
     """One named person's work email, with its source and confidence."""
+    settings = runtime.settings
     return await service.enrich(
-        session, waterfall, user.id, body, runtime.settings.search_cache_ttl_s
+        session, waterfall, user.id, body, settings.search_cache_ttl_s, settings.search_deadline_s
     )

@@ -37,7 +37,7 @@ async def _integrations(request: Request, runtime: Runtime) -> list[dict[str, An
                 **row.model_dump(),
                 "base_url": runtime.settings.base_url(Provider(row.provider), runtime.public_url),
                 "limits": [f"{w.limit} {_period(w.period_s)}" for w in windows],
-                "calls": providers.stats.last_calls(row.provider)[:8] if providers else [],
+                "calls": runtime.integration_stats.last_calls(row.provider)[:8],
                 "faults": _active_faults(faults) if faults and row.mode == "sandbox" else None,
             }
         )
@@ -94,10 +94,9 @@ async def integrations_table(request: Request, console: Console, runtime: Runtim
 @router.get("/integrations/series")
 async def integrations_series(_console: Console, runtime: RuntimeDep) -> JSONResponse:
     """The charts' points: per provider, per minute of the last hour."""
-    providers = runtime.providers
     out: dict[str, dict[str, list[float]]] = {}
     for provider in Provider:
-        minutes = providers.stats.series(provider.value) if providers else []
+        minutes = runtime.integration_stats.series(provider.value)
         out[provider.value] = {
             "t": [m.at for m in minutes],
             "p50": [m.p50_ms for m in minutes],

@@ -10,8 +10,8 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from roleferry.providers.apollo.models import BulkMatchResponse, Person, SearchResponse
-from roleferry.providers.errors import AuthFailed, BadResponse, InvalidRequest, RateLimited
-from roleferry.providers.http import ProviderHTTP, retry_after
+from roleferry.providers.errors import BadResponse
+from roleferry.providers.http import ProviderHTTP
 from roleferry.providers.models import Contact, PersonQuery, real_email, sourced
 from roleferry.resilience.deadline import Deadline
 from roleferry.resilience.policy import Policy
@@ -21,7 +21,6 @@ NAME = "apollo"
 SEARCH = "/api/v1/mixed_people/api_search"
 BULK_MATCH = "/api/v1/people/bulk_match"
 M = TypeVar("M", bound=BaseModel)
-_WINDOWS = {"minute": 60.0, "hourly": 3600.0, "daily": 86400.0}
 
 
 class ApolloClient:
@@ -35,23 +34,12 @@ class ApolloClient:
     async def _post(self, path: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         response = await self.http.request("POST", path, json=body, timeout=timeout)
         await self._observe_budget(response)
-        status = response.status_code
-        if status == 200:
-            return self.http.json_object(response, path)
-        if status in (401, 403):
-            raise AuthFailed(NAME, f"{path} refused the key ({status})", status=status)
-        if status == 429:
-            raise RateLimited(NAME, f"{path} rate limited", retry_after=retry_after(response))
-        if status in (400, 422):
-            raise InvalidRequest(NAME, f"{path} refused the request ({status})", status=status)
-        raise self.http.unexpected(response, path)
+        return self.http.json_object(response, path)
 
     async def _observe_budget(self, response: httpx.Response) -> None:
-        for window, period in _WINDOWS.items():
-            left = response.headers.get(f"x-{window}-requests-left")
-            limit = response.headers.get(f"x-rate-limit-{window}")
-            if left and limit and left.isdigit() and limit.isdigit():
-                await self.policy.limiter.observe_remaining(int(limit), int(left), period)
+        """Apollo states what is left in each of its windows: our count follows it."""
+        for limit, left, period in self.http.spec.limits.read(response.headers):
+            await self.policy.limiter.observe_remaining(limit, left, period)
 
     async def search_people(
         self, domain: str, titles: list[str], limit: int, *, deadline: Deadline, priority: Priority

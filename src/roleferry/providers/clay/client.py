@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from roleferry.providers.clay.models import ClayPerson, SearchPage
-from roleferry.providers.errors import AuthFailed, BadResponse, InvalidRequest, RateLimited
-from roleferry.providers.http import ProviderHTTP, retry_after
+from roleferry.providers.errors import BadResponse
+from roleferry.providers.http import ProviderHTTP
 from roleferry.providers.models import Contact, PersonQuery, name_key, real_email, sourced
 from roleferry.resilience.deadline import Deadline
 from roleferry.resilience.policy import Policy
@@ -35,21 +35,11 @@ class ClayClient:
 
         async def attempt(timeout: float) -> list[ClayPerson]:
             response = await self.http.request("POST", SEARCH, json=body, timeout=timeout)
-            status = response.status_code
-            if status == 200:
-                try:
-                    return SearchPage.model_validate(self.http.json_object(response, SEARCH)).data
-                except ValidationError as exc:
-                    raise BadResponse(NAME, f"{SEARCH} answered an unexpected shape") from exc
-            if status in (401, 403):
-                raise AuthFailed(NAME, f"{SEARCH} refused the key ({status})", status=status)
-            if status == 429:
-                raise RateLimited(NAME, f"{SEARCH} rate limited", retry_after=retry_after(response))
-            if status in (400, 422):
-                raise InvalidRequest(
-                    NAME, f"{SEARCH} refused the request ({status})", status=status
-                )
-            raise self.http.unexpected(response, SEARCH)
+            page = self.http.json_object(response, SEARCH)
+            try:
+                return SearchPage.model_validate(page).data
+            except ValidationError as exc:
+                raise BadResponse(NAME, f"{SEARCH} answered an unexpected shape") from exc
 
         return await self.policy.call(SEARCH, attempt, deadline=deadline, priority=priority)
 

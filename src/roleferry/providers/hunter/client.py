@@ -1,6 +1,5 @@
-"""Hunter client: domain search to find people, email finder for one person. Hunter's quirk is
-mapped here: 403 is its per-second/minute rate limit (retry later), 429 its monthly quota
-(`QuotaExhausted`, not retried). The key goes in `X-API-KEY`, never in the URL."""
+"""Hunter client: domain search to find people, email finder for one person. Its status quirks
+(403 = rate limit, 429 = monthly quota) are in its spec; this module is payloads only."""
 
 from __future__ import annotations
 
@@ -8,14 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from roleferry.providers.errors import (
-    AuthFailed,
-    BadResponse,
-    InvalidRequest,
-    QuotaExhausted,
-    RateLimited,
-)
-from roleferry.providers.http import ProviderHTTP, retry_after
+from roleferry.providers.errors import BadResponse
+from roleferry.providers.http import ProviderHTTP
 from roleferry.providers.hunter.models import (
     DomainEmail,
     DomainSearchResponse,
@@ -53,23 +46,11 @@ class HunterClient:
     ) -> Any:
         async def attempt(timeout: float) -> Any:
             response = await self.http.request("GET", path, params=params, timeout=timeout)
-            status = response.status_code
-            if status == 200:
-                try:
-                    return model.model_validate(self.http.json_object(response, path))
-                except ValidationError as exc:
-                    raise BadResponse(NAME, f"{path} answered an unexpected shape") from exc
-            if status == 401:
-                raise AuthFailed(NAME, f"{path} refused the key", status=status)
-            if status == 403:
-                raise RateLimited(
-                    NAME, f"{path} rate limited", retry_after=retry_after(response), status=403
-                )
-            if status == 429:
-                raise QuotaExhausted(NAME, f"{path}: monthly quota spent", status=429)
-            if status in (400, 422):
-                raise InvalidRequest(NAME, f"{path} refused the request ({status})", status=status)
-            raise self.http.unexpected(response, path)
+            body = self.http.json_object(response, path)
+            try:
+                return model.model_validate(body)
+            except ValidationError as exc:
+                raise BadResponse(NAME, f"{path} answered an unexpected shape") from exc
 
         return await self.policy.call(path, attempt, deadline=deadline, priority=priority)
 
