@@ -206,8 +206,9 @@ def test_search_by_keyboard_shows_the_indicator_then_people_and_attempts(
     expect(page.locator("#people tbody tr").first).to_be_visible()
     expect(page.locator("#searching")).to_be_hidden()
     assert page.locator("#people tbody tr").count() >= 2
+    # Apollo is slow (700 ms): it is tried first, and hedging may let the next provider win.
     expect(page.locator("#attempts")).to_contain_text("apollo")
-    expect(page.locator("#people")).to_contain_text("apollo")
+    expect(page.locator("#people")).to_contain_text(re.compile("apollo|clay|hunter"))
     page.locator("#people tbody tr").first.get_by_role("button", name=re.compile("^Enrich")).click()
     expect(page.locator("#enrich-1")).to_contain_text(re.compile(r"@|No email found"))
     check_a11y(page, "search")

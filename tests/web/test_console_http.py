@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from roleferry.config import Settings
+from roleferry.providers.catalog import SPECS
 from roleferry.web.session import COOKIE
 from tests.conftest import bearer, create_user, make_settings, start_client
 
@@ -194,9 +195,11 @@ def test_integrations_page_lists_every_provider_with_budget_units(client: TestCl
     sign_in(client, key)
     page = client.get("/")
     assert page.status_code == 200
-    for name in ("apollo", "clay", "hunter", "sendgrid", "anthropic", "stripe"):
-        assert f"http://testserver/sandbox/{name}" in page.text
-    assert page.text.count('class="tag circuit-closed"') == 3
+    for spec in SPECS:
+        assert f"http://testserver/sandbox/{spec.name}" in page.text
+    assert page.text.count('class="tag circuit-closed"') == len(SPECS), (
+        "every provider is called through a policy, so each shows its breaker"
+    )
     assert "100 left of 100 per hour" in page.text
     assert "15 left of 15 per second, 500 per minute" in page.text
 
