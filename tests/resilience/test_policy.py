@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -109,3 +110,22 @@ async def test_bulkhead_bounds_concurrent_calls() -> None:
 
     await asyncio.gather(*(policy.call("/x", attempt, deadline=Deadline(5)) for _ in range(8)))
     assert peak == 2
+
+
+async def test_a_failed_call_says_its_attempt_and_the_time_it_took_in_all(
+    providers: Providers, sb: SandboxServer
+) -> None:
+    """A timeout names the attempt's own budget and the whole call's time, retries included,
+    so it agrees with the latency the caller measured."""
+    sb.control("apollo", hang=True)
+    started = time.monotonic()
+    with pytest.raises(errors.ProviderError) as raised:
+        await search(providers, seconds=1.4)
+    elapsed = time.monotonic() - started
+    message = raised.value.message
+    said = re.search(r"within (\d+\.\d+)s \(attempt (\d+); (\d+\.\d+)s in all", message)
+    assert said, message
+    last_timeout, attempts, in_all = float(said[1]), int(said[2]), float(said[3])
+    assert last_timeout <= 0.5, "an attempt gets at most its timeout, less near the deadline"
+    assert attempts >= 2
+    assert 1.0 <= in_all <= elapsed + 0.01

@@ -122,6 +122,7 @@ class Policy:
         retry = self.config.retry
         attempts = testing.attempts(retry.attempts)
         last_error: CallError | None = None
+        began = time.perf_counter()
         for number in range(1, attempts + 1):
             if deadline.remaining() < retry.min_attempt_s:
                 raise last_error or DeadlineExceeded(self.provider, f"no time left for {endpoint}")
@@ -141,6 +142,7 @@ class Policy:
                     or delay is None
                     or delay + retry.min_attempt_s > deadline.remaining()
                 ):
+                    _in_all(error, number, time.perf_counter() - began)
                     raise
                 await testing.sleep(self.sleep, delay)
                 continue
@@ -255,3 +257,13 @@ class Policy:
 
 def _publish_state(provider: str, state: CircuitState) -> None:
     CIRCUIT_STATE.labels(provider).set(int(state))
+
+
+def _in_all(error: CallError, attempts: int, elapsed_s: float) -> None:
+    """The last attempt's own words, and what the whole call took: an attempt's timeout and
+    the time the caller saw differ by the retries and the waits for a slot or a budget."""
+    error.message = (
+        f"{error.message} (attempt {attempts}; {elapsed_s:.2f}s in all for this provider, "
+        "retries and waits included)"
+    )
+    error.args = (f"{error.provider}: {error.message}",)
