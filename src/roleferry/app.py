@@ -16,6 +16,8 @@ from roleferry.enrichment import routes as enrichment_routes
 from roleferry.errors import install_error_handlers
 from roleferry.monitoring import routes as monitoring_routes
 from roleferry.notifications import routes as notification_routes
+from roleferry.payments import routes as payment_routes
+from roleferry.payments.schedule import ReconcileSchedule
 from roleferry.runtime import Runtime
 from roleferry.sandbox.app import Sandbox, build_sandbox_app
 from roleferry.search import routes as search_routes
@@ -34,9 +36,12 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         else None
     )
 
+    reconciler = ReconcileSchedule(runtime)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        reconciler.start()
         if sandbox is not None:
             await sandbox.start()
         # What start-up built (the sandbox world, routes, models, SDKs) lives as long as the
@@ -48,6 +53,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             yield
         finally:
             gc.unfreeze()
+            await reconciler.stop()
             if sandbox is not None:
                 await sandbox.stop()
             await runtime.stop()
@@ -79,6 +85,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     app.include_router(enrichment_routes.router)
     app.include_router(notification_routes.router)
+    app.include_router(payment_routes.router)
     app.include_router(webhook_routes.admin)
     app.include_router(web_routes.router)
     if settings.bench_routes:

@@ -4,7 +4,13 @@ from roleferry.db import Base
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.notifications.models import CallbackSecret, Notification
 from roleferry.outreach.models import OutreachMessage, Suppression
-from roleferry.payments.models import CreditEntry, Payment
+from roleferry.payments.models import (
+    CreditBalance,
+    CreditEntry,
+    CreditPosting,
+    CreditReservation,
+    Payment,
+)
 from roleferry.search.cache import CacheEntry
 from roleferry.users.models import ApiKey, User
 from roleferry.webhooks.models import WebhookEvent
@@ -14,7 +20,10 @@ __all__ = [
     "Base",
     "CacheEntry",
     "CallbackSecret",
+    "CreditBalance",
     "CreditEntry",
+    "CreditPosting",
+    "CreditReservation",
     "EnrichmentItem",
     "EnrichmentJob",
     "Notification",

@@ -30,6 +30,7 @@ class Delivery:
     sign: Signer = field(compare=False)
     first_at: float = field(compare=False)
     attempts: int = field(default=0, compare=False)
+    on_delivered: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -82,9 +83,18 @@ class WebhookSender:
     def pending(self) -> int:
         return len(self._queue) + len(self._in_flight)
 
-    def enqueue(self, url: str, body: bytes, sign: Signer) -> None:
+    def enqueue(
+        self,
+        url: str,
+        body: bytes,
+        sign: Signer,
+        on_delivered: Callable[[], None] | None = None,
+    ) -> None:
+        """Queues a delivery; `on_delivered` runs once the target has acknowledged it."""
         now = time.time()
-        heapq.heappush(self._queue, Delivery(now, next(self._seq), url, body, sign, now))
+        heapq.heappush(
+            self._queue, Delivery(now, next(self._seq), url, body, sign, now, 0, on_delivered)
+        )
         self._wake.set()
 
     def clear(self) -> None:
@@ -126,6 +136,8 @@ class WebhookSender:
             ok = await self._post(delivery)
             if ok:
                 self.stats.delivered += 1
+                if delivery.on_delivered is not None:
+                    delivery.on_delivered()
                 if self._rng.random() < self.duplicate_rate():
                     self.stats.duplicates_sent += 1
                     await self._post(delivery)

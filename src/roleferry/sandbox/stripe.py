@@ -2,13 +2,18 @@
 Stripe's error shape and Idempotency-Key semantics, a stand-in hosted checkout page, and
 events delivered signed with `Stripe-Signature` (t=…,v1=HMAC-SHA256 of "t.body").
 
-Cards on the hosted page: 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined.
+Cards on the hosted page: 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined;
+4000 0000 0000 1000 pays later and succeeds, 4000 0000 0000 1018 pays later and fails (the
+session completes unpaid, then `checkout.session.async_payment_succeeded|failed` follows after
+`ASYNC_SETTLE_S`, as a bank debit does). The `drop_events` control keeps events of the named
+types from being delivered: `GET /v1/events?delivery_success=false` lists them.
 PaymentIntents confirmed in the API take `pm_card_visa` (succeeds) or
 `pm_card_chargeDeclined` (declined), as in Stripe's test mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -34,7 +39,13 @@ PRICES: dict[str, tuple[int, str, str]] = {
 }
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
-CARD_HINT = "Use 4242 4242 4242 4242 (succeeds) or 4000 0000 0000 0002 (declined)."
+CARD_ASYNC_OK = "4000000000001000"
+CARD_ASYNC_FAILS = "4000000000001018"
+ASYNC_SETTLE_S = 0.3
+CARD_HINT = (
+    "Use 4242 4242 4242 4242 (succeeds), 4000 0000 0000 0002 (declined), "
+    "4000 0000 0000 1000 (pays later) or 4000 0000 0000 1018 (pays later, then fails)."
+)
 DOCS = "https://stripe.com/docs/error-codes"
 
 
@@ -195,8 +206,17 @@ class StripeSimulator:
             "data": {"object": json.loads(json.dumps(obj))},
         }
         self.state.events[event_id] = event
+        if type_ in self.sandbox.control["stripe"].faults.drop_events:
+            return
+
+        def delivered() -> None:
+            event["pending_webhooks"] = 0
+
         self.sandbox.stripe_sender.enqueue(
-            self.sandbox.stripe_webhook_url(), json.dumps(event).encode(), self.state.sign
+            self.sandbox.stripe_webhook_url(),
+            json.dumps(event).encode(),
+            self.state.sign,
+            on_delivered=delivered,
         )
 
     def pay(self, intent: dict[str, Any], succeeds: bool) -> None:
@@ -475,7 +495,48 @@ def router() -> APIRouter:
                 code="resource_missing",
                 param="id",
             )
-        return json_response(_public_session(session))
+        view = _public_session(session)
+        if "line_items" in request.query_params.getlist("expand[]"):
+            view["line_items"] = {
+                "object": "list",
+                "data": session["line_items_preview"],
+                "has_more": False,
+                "url": f"/v1/checkout/sessions/{session_id}/line_items",
+            }
+        return json_response(view)
+
+    @api.get("/v1/events")
+    async def list_events(request: Request) -> JSONResponse:
+        _authorize(request)
+        params = parse_form(list(request.query_params.multi_items()))
+        limit = _int(params.get("limit", 10), "limit", 1)
+        types = params.get("types")
+        wanted = set(types if isinstance(types, list) else [types]) if types else None
+        delivered = params.get("delivery_success")
+        rows = [
+            event
+            for event in reversed(sandbox_of(request).stripe.events.values())
+            if (wanted is None or event["type"] in wanted)
+            and (delivered is None or (event["pending_webhooks"] == 0) == (delivered == "true"))
+        ]
+        if "starting_after" in params:
+            ids = [row["id"] for row in rows]
+            if params["starting_after"] not in ids:
+                raise StripeError(
+                    404,
+                    f"No such event: '{params['starting_after']}'",
+                    code="resource_missing",
+                    param="starting_after",
+                )
+            rows = rows[ids.index(params["starting_after"]) + 1 :]
+        return json_response(
+            {
+                "object": "list",
+                "data": rows[:limit],
+                "has_more": len(rows) > limit,
+                "url": "/v1/events",
+            }
+        )
 
     @api.post("/v1/payment_intents")
     async def create_intent(request: Request) -> Response:
@@ -655,6 +716,8 @@ def router() -> APIRouter:
             )
         form = await request.form()
         card = re.sub(r"\D", "", str(form.get("card_number", "")))
+        if card in (CARD_ASYNC_OK, CARD_ASYNC_FAILS):
+            return _pay_later(sim, session, succeeds=card == CARD_ASYNC_OK)
         if card not in (CARD_OK, CARD_DECLINED):
             note = f"<p class=err>Your card number is invalid. {CARD_HINT}</p>"
             return HTMLResponse(_page("Pay", note + _pay_form(session)), status_code=400)
@@ -674,6 +737,28 @@ def router() -> APIRouter:
         return RedirectResponse(target, status_code=303)
 
     return api
+
+
+def _pay_later(sim: StripeSimulator, session: dict[str, Any], *, succeeds: bool) -> Response:
+    """A delayed payment method: the session completes unpaid now and settles a moment later."""
+    metadata = dict((session.get("payment_intent_data") or {}).get("metadata") or {})
+    intent = _intent(session["amount_total"], session["currency"], metadata)
+    intent["status"] = "processing"
+    sim.state.intents[intent["id"]] = intent
+    session.update(status="complete", payment_status="unpaid", payment_intent=intent["id"])
+    sim.emit("checkout.session.completed", _public_session(session))
+
+    def settle() -> None:
+        sim.pay(intent, succeeds=succeeds)
+        if succeeds:
+            session["payment_status"] = "paid"
+            sim.emit("checkout.session.async_payment_succeeded", _public_session(session))
+        else:
+            sim.emit("checkout.session.async_payment_failed", _public_session(session))
+
+    asyncio.get_running_loop().call_later(ASYNC_SETTLE_S, settle)
+    target = str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session["id"])
+    return RedirectResponse(target, status_code=303)
 
 
 def _public_session(session: dict[str, Any]) -> dict[str, Any]:

@@ -6,9 +6,8 @@ delivered < bounced|dropped), so events may arrive in any order and a late `deli
 overwrites a `bounce`; `open` and `click` are counted; `bounce`, `dropped`, `spamreport` and
 `unsubscribe` add the address to the suppression list.
 
-Stripe: payment state per Checkout Session / PaymentIntent; credits go through a ledger whose
-unique reference (`purchase:<payment>`) makes a payment credit its user exactly once, however
-many of its events arrive; refunds debit the newly refunded share once per refunded total.
+Stripe: payments/fulfilment.py applies them (one `fulfil` per Checkout Session, shared with
+the success page, granting once through the ledger's unique references).
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.outreach.models import OutreachMessage, Suppression
-from roleferry.payments.models import CreditEntry, Payment
-from roleferry.users.models import User, utcnow
+from roleferry.payments.fulfilment import apply_event
+from roleferry.users.models import utcnow
 from roleferry.webhooks.models import InboxEvent
 
 RANK = {"queued": 0, "processed": 1, "deferred": 2, "delivered": 3, "bounced": 4, "dropped": 4}
@@ -43,7 +42,6 @@ SUPPRESSING = {
 }
 SENDGRID_FIELDS = ("email", "outreach_id", "sg_message_id")
 """The payload fields SendGrid effects read: the processor loads these, not whole payloads."""
-CENTS_PER_CREDIT = 10
 
 
 class Effects:
@@ -106,112 +104,11 @@ class Effects:
             )
 
     async def apply_stripe(self, event: InboxEvent) -> None:
+        """Payments' own rules (payments/fulfilment.py), in this transaction."""
         obj = (event.payload.get("data") or {}).get("object") or {}
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
             raise ValueError("the event has no data.object with an id")
-        kind = event.type
-        if kind == "checkout.session.completed":
-            payment = await self._payment(session_id=obj["id"], intent_id=obj.get("payment_intent"))
-            payment.user_id = payment.user_id or obj.get("client_reference_id")
-            payment.amount = int(obj.get("amount_total") or payment.amount)
-            payment.currency = str(obj.get("currency") or payment.currency)
-            payment.credits = _credits(obj, payment.amount)
-            if obj.get("payment_status") == "paid":
-                payment.status = _forward(payment.status, "paid")
-                event.outcome = await self._credit(payment)
-            else:
-                event.outcome = f"session {obj.get('payment_status')}"
-        elif kind == "payment_intent.succeeded":
-            payment = await self._payment(intent_id=obj["id"])
-            payment.amount = int(obj.get("amount_received") or obj.get("amount") or payment.amount)
-            payment.user_id = payment.user_id or (obj.get("metadata") or {}).get("user_id")
-            payment.status = _forward(payment.status, "paid")
-            if not payment.credits:
-                payment.credits = _credits(obj, payment.amount)
-            event.outcome = await self._credit(payment)
-        elif kind == "payment_intent.payment_failed":
-            payment = await self._payment(intent_id=obj["id"])
-            payment.status = _forward(payment.status, "failed")
-            event.outcome = f"payment {payment.status}"
-        elif kind == "charge.refunded":
-            intent_id = obj.get("payment_intent")
-            payment = await self._payment(
-                intent_id=intent_id if isinstance(intent_id, str) else None
-            )
-            event.outcome = await self._refund(payment, obj)
-        else:
-            event.outcome = "ignored"
-            return
-        payment.updated_at = utcnow()
-
-    async def _payment(
-        self, *, session_id: str | None = None, intent_id: str | None = None
-    ) -> Payment:
-        clauses = []
-        if session_id:
-            clauses.append(Payment.checkout_session_id == session_id)
-        if intent_id:
-            clauses.append(Payment.payment_intent_id == intent_id)
-        payment = (
-            await self.session.scalar(select(Payment).where(or_(*clauses)).with_for_update())
-            if clauses
-            else None
-        )
-        if payment is None:
-            payment = Payment(
-                checkout_session_id=session_id,
-                payment_intent_id=intent_id,
-                status="open",
-                amount=0,
-                amount_refunded=0,
-                credits=0,
-                currency="usd",
-            )
-            self.session.add(payment)
-        else:
-            payment.checkout_session_id = payment.checkout_session_id or session_id
-            payment.payment_intent_id = payment.payment_intent_id or intent_id
-        await self.session.flush()
-        return payment
-
-    async def _credit(self, payment: Payment) -> str:
-        if not payment.user_id or payment.credits <= 0:
-            return f"paid; no {'user' if not payment.user_id else 'credits'} to credit"
-        if await self.session.get(User, payment.user_id) is None:
-            return f"paid; unknown user {payment.user_id}"
-        reference = f"purchase:{payment.payment_intent_id or payment.checkout_session_id}"
-        added = await self._ledger(payment.user_id, payment.credits, "purchase", reference)
-        return f"credited {payment.credits}" if added else "already credited"
-
-    async def _refund(self, payment: Payment, charge: dict[str, Any]) -> str:
-        refunded = int(charge.get("amount_refunded") or 0)
-        if refunded <= payment.amount_refunded:
-            return "refund already recorded"
-        newly = refunded - payment.amount_refunded
-        payment.amount_refunded = refunded
-        payment.amount = payment.amount or int(charge.get("amount") or 0)
-        payment.status = "refunded" if refunded >= payment.amount else "partially_refunded"
-        if not payment.user_id or not payment.amount or not payment.credits:
-            return f"refund of {newly} recorded"
-        debit = -(payment.credits * newly // payment.amount)
-        reference = f"refund:{charge['id']}:{refunded}"
-        await self._ledger(payment.user_id, debit, "refund", reference)
-        return f"refund of {newly} debited {-debit} credits"
-
-    async def _ledger(self, user_id: str, delta: int, reason: str, reference: str) -> bool:
-        statement = (
-            self._insert(CreditEntry)
-            .values(
-                user_id=user_id,
-                delta=delta,
-                reason=reason,
-                reference=reference,
-                created_at=utcnow(),
-            )
-            .on_conflict_do_nothing(index_elements=["reference"])
-            .returning(CreditEntry.id)
-        )
-        return (await self.session.execute(statement)).scalar() is not None
+        event.outcome = await apply_event(self.session, event.type, obj)
 
 
 def _message_id(payload: dict[str, Any]) -> str | None:
@@ -232,19 +129,3 @@ def _advance(message: OutreachMessage, event_type: str, at: float) -> None:
     elif event_type in ("unsubscribe", "group_unsubscribe"):
         message.unsubscribed = True
     message.last_event_at = max(message.last_event_at or 0.0, at)
-
-
-_PAYMENT_RANK = {"open": 0, "failed": 1, "paid": 2, "partially_refunded": 3, "refunded": 4}
-
-
-def _forward(current: str, target: str) -> str:
-    """Payment states only move forward: a late `payment_failed` never undoes `paid`."""
-    return target if _PAYMENT_RANK[target] > _PAYMENT_RANK.get(current, 0) else current
-
-
-def _credits(obj: dict[str, Any], amount: int) -> int:
-    metadata = obj.get("metadata") or {}
-    raw = metadata.get("credits") if isinstance(metadata, dict) else None
-    if isinstance(raw, str) and raw.isdigit():
-        return int(raw)
-    return amount // CENTS_PER_CREDIT
