@@ -124,15 +124,17 @@ class Payments:
         return list(await self.session.scalars(query.execution_options(populate_existing=True)))
 
     async def _merge(self, keep: Payment, other: Payment) -> None:
-        keep.payment_intent_id = keep.payment_intent_id or other.payment_intent_id
-        keep.user_id = keep.user_id or other.user_id
-        keep.amount = keep.amount or other.amount
-        keep.amount_refunded = max(keep.amount_refunded, other.amount_refunded)
-        keep.credits = keep.credits or other.credits
-        keep.failure = keep.failure or other.failure
-        keep.status = forward(keep.status, other.status)
-        await self.session.execute(delete(Payment).where(Payment.id == other.id))
-        self.session.expunge(other)
+        """Folds `other` into `keep`; `other` is deleted first, its unique ids with it."""
+        with self.session.no_autoflush:
+            await self.session.execute(delete(Payment).where(Payment.id == other.id))
+            self.session.expunge(other)
+            keep.payment_intent_id = keep.payment_intent_id or other.payment_intent_id
+            keep.user_id = keep.user_id or other.user_id
+            keep.amount = keep.amount or other.amount
+            keep.amount_refunded = max(keep.amount_refunded, other.amount_refunded)
+            keep.credits = keep.credits or other.credits
+            keep.failure = keep.failure or other.failure
+            keep.status = forward(keep.status, other.status)
         await self.session.flush()
 
     async def fulfil(self, checkout: dict[str, Any]) -> str:
