@@ -86,7 +86,7 @@ def test_spending_past_the_balance_is_a_402_with_the_balance_and_price(
         try:
             async with db.session() as session:
                 user = (await service.create_user(session, "spender@example.com")).user.id
-            settings = make_settings(tmp_path, starting_credits=1)
+            settings = make_settings(tmp_path, starting_credits=1, billing="on")
             with pytest.raises(PaymentRequired) as raised:
                 async with db.write_session() as session:
                     await Credits(session, settings).charge(user, "ai_draft", 1, "draft:1")

@@ -8,8 +8,13 @@ time their credits are looked at, once (reference `welcome:<user>`).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roleferry.db import Database
 from roleferry.errors import ApiError
 from roleferry.payments.ledger import Balance, InsufficientCredits, Ledger
 from roleferry.payments.models import CreditReservation
@@ -75,3 +80,40 @@ class Credits:
 
     async def release(self, reservation: CreditReservation) -> int:
         return await self.ledger.release(reservation)
+
+
+@dataclass
+class Meter:
+    """What a metered piece of work used; set `used` before it ends."""
+
+    used: int = 0
+
+
+@asynccontextmanager
+async def metered(
+    database: Database,
+    settings: PaymentSettings,
+    user_id: str,
+    kind: str,
+    most: int,
+    reference: str,
+) -> AsyncIterator[Meter]:
+    """Holds the price of up to `most` uses (402 if the credits are not there) before the
+    work, each step in a write transaction of its own (none stays open across provider
+    calls); afterwards spends what `Meter.used` says and releases the rest, also when the
+    work failed."""
+    async with database.write_session() as session:
+        hold = await Credits(session, settings).reserve(user_id, kind, most, reference)
+    meter = Meter()
+    try:
+        yield meter
+    finally:
+        if hold is not None:
+            async with database.write_session() as session:
+                credits = Credits(session, settings)
+                fresh = await session.get(CreditReservation, hold.id)
+                assert fresh is not None
+                used = min(meter.used, most)
+                if used:
+                    await credits.commit(fresh, used, f"{reference}:used")
+                await credits.release(fresh)
