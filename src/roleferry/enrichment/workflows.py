@@ -85,6 +85,22 @@ async def chunk_step(job_id: str, max_wait_s: float = MAX_WAIT_S) -> dict[str, A
 
 
 @DBOS.step()
+async def credits_step(job_id: str) -> dict[str, Any]:
+    """Holds the job's credits; a wait when they are not there (payments/jobs.py)."""
+    from roleferry.payments import jobs
+
+    wait_s, user_id = await jobs.hold(_current(), job_id)
+    return {"wait_s": wait_s, "user_id": user_id}
+
+
+@DBOS.step()
+async def settle_step(job_id: str) -> int:
+    from roleferry.payments import jobs
+
+    return await jobs.settle(_current(), job_id)
+
+
+@DBOS.step()
 async def finish_step(job_id: str) -> dict[str, Any]:
     runtime = _current()
     return await service.finish(runtime.db, job_id, runtime.clock())
@@ -104,6 +120,12 @@ async def enrichment_workflow(
 ) -> str:
     if not resumed and not await start_step(job_id):
         return "cancelled"
+    credits = await credits_step(job_id)
+    if credits["wait_s"] > 0:
+        await DBOS.start_workflow_async(
+            resume_later, job_id, credits["user_id"], credits["wait_s"], max_wait_s
+        )
+        return "waiting for credits"
     while True:
         progress = await chunk_step(job_id, max_wait_s)
         if progress["cancelled"] or progress["remaining"] == 0:
@@ -115,6 +137,7 @@ async def enrichment_workflow(
             return "waiting"
         if progress["wait_s"] > 0:
             await DBOS.sleep_async(progress["wait_s"])
+    await settle_step(job_id)
     summary = await finish_step(job_id)
     if summary.get("callback_url"):
         await callback_step(job_id, summary)

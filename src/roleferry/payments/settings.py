@@ -58,6 +58,9 @@ class PaymentSettings(BaseSettings):
     checkout_cancel_url: str | None = Field(
         None, description="Where Stripe sends a buyer who cancels; default PUBLIC_URL/."
     )
+    credits_retry_s: float = Field(
+        60, gt=0, description="A bulk job waiting for credits asks again this often."
+    )
     reconcile_after_s: float = Field(
         600, gt=0, description="Open checkouts older than this are fetched from Stripe."
     )
