@@ -150,11 +150,12 @@ class Payments:
         payment.amount = _count(checkout.get("amount_total")) or payment.amount
         payment.currency = _text(checkout.get("currency"), 8) or payment.currency
         payment.pack = payment.pack or _text(metadata.get("pack"), 32)
-        if not payment.credits:
-            declared = _count(metadata.get("credits"))
-            payment.credits = (
-                declared if declared is not None else payment.amount // CENTS_PER_CREDIT
-            )
+        declared = _count(metadata.get("credits"))
+        if declared is not None:
+            # The session's own declaration wins over a guess made from its intent's amount.
+            payment.credits = declared
+        elif not payment.credits:
+            payment.credits = payment.amount // CENTS_PER_CREDIT
         payment.updated_at = utcnow()
         if checkout.get("status") == "expired" and payment.status == "open":
             payment.status = "expired"
