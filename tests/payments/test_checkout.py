@@ -101,6 +101,27 @@ def test_paid_checkout_is_granted_once_by_webhook_and_success_page_together(
     live: LiveServer,
 ) -> None:
     """Eight success-page calls race the webhook: 100 credits, one purchase entry."""
+    race_webhook_and_success_page(live)
+
+
+def test_the_same_race_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """The webhook and the success page at the same moment, on PostgreSQL: granted once."""
+    with live_server(tmp_path, database_url=postgres_url, stripe_rate_limit="1000/1") as live:
+        live.control("stripe", duplicate_rate=1.0)
+        race_webhook_and_success_page(live)
+
+
+def test_the_scheduled_reconciliation_finds_a_dropped_webhook(tmp_path: Path) -> None:
+    """No admin call: the server's own schedule lists the undelivered event and grants it."""
+    with live_server(tmp_path, reconcile_interval_s=0.5, stripe_rate_limit="1000/1") as live:
+        live.control("stripe", drop_events=["checkout.session.completed"], duplicate_rate=0.0)
+        made = checkout(live)
+        assert pay(live, made["session_id"], CARD_OK) == 303
+        wait_for(lambda: available(live) == START + 100)
+        assert purchases(live) == 1
+
+
+def race_webhook_and_success_page(live: LiveServer) -> None:
     made = checkout(live)
     assert made["url"].startswith(f"{live.url}/sandbox/stripe/pay/cs_")
     assert available(live) == START

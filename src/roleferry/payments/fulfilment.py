@@ -178,7 +178,15 @@ class Payments:
             ):
                 return "already credited"
         entry = await self.ledger.purchase(payment.user_id, payment.credits, reference)
-        return f"credited {payment.credits}" if entry is not None else "already credited"
+        if entry is None:
+            return "already credited"
+        if payment.amount_refunded and payment.amount:
+            # A refund that arrived before the payment's grant: its share is taken back now.
+            share = payment.credits * min(payment.amount_refunded, payment.amount) // payment.amount
+            early = f"refund:early:{reference}:{payment.amount_refunded}"
+            taken = await self.ledger.refund(payment.user_id, share, early)
+            return f"credited {payment.credits}; an earlier refund took back {taken}"
+        return f"credited {payment.credits}"
 
     async def intent_succeeded(self, intent: dict[str, Any]) -> str:
         """A PaymentIntent paid: our checkouts' are granted by their session; a PaymentIntent
