@@ -256,3 +256,19 @@ def test_stripe_hanging_is_a_503_within_the_deadline(tmp_path: Path) -> None:
     assert int(response.headers["Retry-After"]) >= 1
     assert "Stripe is not answering" in response.json()["error"]["message"]
     assert elapsed < 3.0
+
+
+def test_a_checkout_that_is_not_yours_or_does_not_exist_is_404(live: LiveServer) -> None:
+    """Another user's session and a session Stripe does not know: 404 not_found, no grant."""
+    made = checkout(live)
+    other = live.new_user("other@example.com")
+    for session_id, key in ((made["session_id"], other), ("cs_test_nothere", live.key)):
+        response = httpx.get(
+            f"{live.url}/api/v1/checkout/{session_id}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "not_found"
+    malformed = httpx.get(f"{live.url}/api/v1/checkout/not-a-session", headers=live.auth)
+    assert malformed.status_code == 422
