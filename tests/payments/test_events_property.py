@@ -26,9 +26,13 @@ from tests.conftest import make_settings
 SESSIONS = 3
 
 
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    settings = make_settings(tmp_path)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite (one writer at a time) and PostgreSQL (row locks, real concurrency)."""
+    overrides = {}
+    if request.param == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("postgres_url")
+    settings = make_settings(tmp_path, **overrides)
     Runtime(settings).migrate()
     return settings.database_url
 
@@ -68,16 +72,16 @@ PLANS = st.lists(
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(plans=PLANS, seed=st.integers(0, 10_000), copies=st.integers(1, 3))
 def test_events_in_any_order_and_number_grant_each_paid_session_once(
-    sqlite_url: str, plans: list[tuple[bool, bool, int]], seed: int, copies: int
+    database_url: str, plans: list[tuple[bool, bool, int]], seed: int, copies: int
 ) -> None:
     """Duplicated, shuffled, applied by three concurrent appliers: the invariants hold."""
 
     async def run() -> None:
-        db = Database(sqlite_url)
+        db = Database(database_url)
         tag = uuid.uuid4().hex[:12]
         try:
             async with db.session() as session:

@@ -188,6 +188,15 @@ class Payments:
             return f"credited {payment.credits}; an earlier refund took back {taken}"
         return f"credited {payment.credits}"
 
+    async def _granted(self, payment: Payment) -> bool:
+        references = [
+            f"purchase:{i}" for i in (payment.checkout_session_id, payment.payment_intent_id) if i
+        ]
+        found = await self.session.scalar(
+            select(CreditEntry.id).where(CreditEntry.reference.in_(references)).limit(1)
+        )
+        return found is not None
+
     async def intent_succeeded(self, intent: dict[str, Any]) -> str:
         """A PaymentIntent paid: our checkouts' are granted by their session; a PaymentIntent
         of its own (metadata.user_id and credits) grants here."""
@@ -236,6 +245,8 @@ class Payments:
         payment.updated_at = utcnow()
         if not payment.user_id or not payment.amount or not payment.credits:
             return f"refund of {newly} recorded"
+        if not await self._granted(payment):
+            return f"refund of {newly} recorded; its share is taken back when it is granted"
         share = payment.credits * newly // payment.amount
         reference = f"refund:{_text(charge.get('id'), 120)}:{refunded}"
         taken = await self.ledger.refund(payment.user_id, share, reference)
