@@ -2,6 +2,7 @@
 
 from roleferry.db import Base
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
+from roleferry.executors import ExecutorHeartbeat
 from roleferry.notifications.models import CallbackSecret, Notification
 from roleferry.outreach.models import OutreachMessage, Suppression
 from roleferry.payments.models import (
@@ -26,6 +27,7 @@ __all__ = [
     "CreditReservation",
     "EnrichmentItem",
     "EnrichmentJob",
+    "ExecutorHeartbeat",
     "Notification",
     "OutreachMessage",
     "Payment",

@@ -49,7 +49,7 @@ def test_a_job_waits_for_credits_and_resumes_after_a_purchase(tmp_path: Path) ->
             return got
 
         deadline = time.monotonic() + 60
-        while not ((job().get("waiting") or {}).get("reason") or "").startswith(
+        while not ((job().get("waiting_for") or {}).get("reason") or "").startswith(
             "waiting for credits"
         ):
             assert time.monotonic() < deadline, job()

@@ -2,7 +2,7 @@
 it starts, and settles to what it found when it ends, releasing the rest.
 
 Without the credits the job does not fail: its pending contacts wait with the reason (the
-job's `waiting` shows it), and the workflow asks again every `ROLEFERRY_CREDITS_RETRY_S`, so
+job's `waiting_for` shows it), and the workflow asks again every `ROLEFERRY_CREDITS_RETRY_S`, so
 it resumes on its own after a purchase.
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query
@@ -10,6 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from roleferry.api.deps import AdminUser, CurrentUser, RuntimeDep
+from roleferry.api.times import UtcDateTime
 from roleferry.payments import service
 from roleferry.payments.credits import Credits
 from roleferry.payments.models import CreditEntry, CreditPosting
@@ -71,7 +71,7 @@ class EntryOut(BaseModel):
     postings: dict[str, int] = Field(
         description="Account → credits (yours: available, reserved); they sum to zero."
     )
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class LedgerOut(BaseModel):

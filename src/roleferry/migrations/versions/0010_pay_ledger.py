@@ -1,7 +1,7 @@
 """double-entry credit ledger: postings, balances, reservations; payment pack and failure
 
-Revision ID: 0005_pay_ledger
-Revises: 0004
+Revision ID: 0010_pay_ledger
+Revises: 0009_job_max_wait
 Create Date: 2026-11-26 05:40:00
 
 Entries written before the ledger was double-entry get their two postings here (the user's
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_pay_ledger"
-down_revision: str | None = "0004"
+revision: str = "0010_pay_ledger"
+down_revision: str | None = "0009_job_max_wait"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
