@@ -156,10 +156,10 @@ def test_the_same_idempotency_key_gives_the_same_session(live: LiveServer) -> No
     assert other["session_id"] != first["session_id"]
 
 
-def test_unknown_pack_is_a_422_that_lists_the_packs(live: LiveServer) -> None:
+def test_unknown_pack_is_a_404_that_lists_the_packs(live: LiveServer) -> None:
     """A pack that is not on sale names the ones that are."""
     response = httpx.post(f"{live.url}/api/v1/checkout", json={"pack": "huge"}, headers=live.auth)
-    assert response.status_code == 422
+    assert response.status_code == 404
     assert response.json()["error"]["details"] == {"packs": ["large", "medium", "small"]}
 
 

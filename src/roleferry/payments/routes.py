@@ -28,7 +28,12 @@ SessionId = Annotated[
 
 
 class CheckoutIn(BaseModel):
-    pack: str = Field(min_length=1, max_length=32, description="A pack's name (GET /credits).")
+    pack: str = Field(
+        min_length=1,
+        max_length=32,
+        description="A pack on sale (GET /api/v1/credits lists them; by default small, medium, "
+        "large); another name is a 404 that lists them.",
+    )
 
 
 class CheckoutOut(BaseModel):

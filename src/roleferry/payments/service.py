@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from roleferry.errors import ApiError, NotFound, ServiceUnavailable, Unprocessable
+from roleferry.errors import ApiError, NotFound, ServiceUnavailable
 from roleferry.payments.fulfilment import CHECKOUT_SOURCE, HANDLED, Payments
 from roleferry.payments.models import Payment
 from roleferry.payments.settings import Pack
@@ -106,8 +106,9 @@ async def start_checkout(
     packs = settings.packs()
     pack: Pack | None = packs.get(pack_name)
     if pack is None:
-        raise Unprocessable(
-            f"unknown pack {pack_name!r}: choose one of {sorted(packs)}",
+        # A pack is a thing on sale, named like any other resource: one not on sale is a 404.
+        raise NotFound(
+            f"no pack {pack_name!r} is on sale: choose one of {sorted(packs)}",
             details={"packs": sorted(packs)},
         )
     base = runtime.public_url
