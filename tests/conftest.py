@@ -72,6 +72,8 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "data_dir": tmp_path,
         "log_format": "console",
         "dbos_poll_s": 0.05,
+        # Credits are tested in tests/payments; elsewhere nothing costs, so no suite runs out.
+        "billing": "off",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -21,6 +21,8 @@ from roleferry.errors import (
 )
 from roleferry.monitoring import routes as monitoring_routes
 from roleferry.notifications import routes as notification_routes
+from roleferry.payments import routes as payment_routes
+from roleferry.payments.schedule import ReconcileSchedule
 from roleferry.runtime import Runtime
 from roleferry.sandbox.app import Sandbox, build_sandbox_app
 from roleferry.search import routes as search_routes
@@ -46,9 +48,12 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         else None
     )
 
+    reconciler = ReconcileSchedule(runtime)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        reconciler.start()
         if sandbox is not None:
             await sandbox.start()
         # What start-up built (the sandbox world, routes, models, SDKs) lives as long as the
@@ -60,6 +65,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
             yield
         finally:
             gc.unfreeze()
+            await reconciler.stop()
             if sandbox is not None:
                 await sandbox.stop()
             await runtime.stop()
@@ -95,6 +101,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         webhook_routes.router,
         enrichment_routes.router,
         notification_routes.router,
+        payment_routes.router,
         webhook_routes.admin,
     ):
         app.include_router(router, responses=documented_errors(AUTHENTICATED_ERRORS))

@@ -43,6 +43,8 @@ from roleferry.users import service as users
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 users_app = typer.Typer(no_args_is_help=True, help="Manage users and their API keys.")
 app.add_typer(users_app, name="users")
+payments_app = typer.Typer(no_args_is_help=True, help="Payments and credits.")
+app.add_typer(payments_app, name="payments")
 
 LOCAL_USER_EMAIL = "local@roleferry.localhost"
 ServerOption = Annotated[
@@ -270,6 +272,41 @@ def users_create(
         _fail(exc.message)
     typer.echo(f"created user {email.strip().lower()}{' (admin)' if admin else ''}; API key:")
     typer.echo(key)
+
+
+@payments_app.command("reconcile")
+def payments_reconcile() -> None:
+    """Fetch checkouts left open and Stripe's undelivered events, and apply them (the server
+    also does this every ROLEFERRY_RECONCILE_INTERVAL_S)."""
+    from roleferry.payments.service import reconcile
+
+    settings = _settings()
+    runtime = Runtime(settings)
+    runtime.migrate()
+
+    async def run() -> None:
+        await runtime.start(launch_dbos=False)
+        try:
+            report = await reconcile(runtime)
+            assert runtime.inbox is not None
+            while await runtime.inbox.apply_batch():
+                pass
+        finally:
+            await runtime.stop()
+        typer.echo(
+            f"checked {report.sessions_checked} open checkouts; {report.events_found} "
+            f"undelivered events, {report.events_stored} new to the inbox and applied"
+        )
+        for line in report.outcomes:
+            typer.echo(f"  {line}")
+
+    try:
+        asyncio.run(run())
+    except AlreadyRunning:
+        _fail(
+            "a roleferry server has this database: it reconciles on its own schedule, or an "
+            "admin can POST /api/v1/admin/payments/reconcile now"
+        )
 
 
 @app.command()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from roleferry.payments.settings import PaymentSettings
 from roleferry.providers.catalog import BY_NAME, SPECS
 from roleferry.providers.spec import Capability, ProviderSpec
 
@@ -49,7 +50,7 @@ else:
     _ProviderSettings = provider_settings()
 
 
-class Settings(_ProviderSettings):
+class Settings(PaymentSettings, _ProviderSettings):
     """Everything configurable, read from the environment (and `.env`)."""
 
     model_config = SettingsConfigDict(

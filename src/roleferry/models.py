@@ -5,7 +5,13 @@ from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.executors import ExecutorHeartbeat
 from roleferry.notifications.models import CallbackSecret, Notification
 from roleferry.outreach.models import OutreachMessage, Suppression
-from roleferry.payments.models import CreditEntry, Payment
+from roleferry.payments.models import (
+    CreditBalance,
+    CreditEntry,
+    CreditPosting,
+    CreditReservation,
+    Payment,
+)
 from roleferry.search.cache import CacheEntry
 from roleferry.users.models import ApiKey, User
 from roleferry.webhooks.models import WebhookEvent
@@ -15,7 +21,10 @@ __all__ = [
     "Base",
     "CacheEntry",
     "CallbackSecret",
+    "CreditBalance",
     "CreditEntry",
+    "CreditPosting",
+    "CreditReservation",
     "EnrichmentItem",
     "EnrichmentJob",
     "ExecutorHeartbeat",

@@ -8,7 +8,9 @@ the reason, and its owner is told: a job never stays `running` with nothing runn
 cancel is a state in our database, not a DBOS cancel: the running chunk sees it, stops, and
 the workflow ends at once, which frees the user's slot on the queue. A job whose contacts
 all wait longer than HOLD_S for providers gives its slot back too: `resume_later` sleeps off
-the queue, durably, then queues the job again (the user's next job runs meanwhile).
+the queue, durably, then queues the job again (the user's next job runs meanwhile). A job
+without the credits it needs waits the same way (payments/jobs.py), and settles its credits
+to what it found when it ends.
 
 The callback runs as a workflow of its own, started with an id derived from the job's (so it
 is started once however many paths reach it), off the queue: its retries never hold the
@@ -123,6 +125,23 @@ async def chunk_step(job_id: str) -> dict[str, Any]:
 
 
 @DBOS.step(**_RETRIES)
+async def credits_step(job_id: str) -> dict[str, Any]:
+    """Holds the job's credits; a wait when they are not there (payments/jobs.py)."""
+    from roleferry.payments import jobs
+
+    wait_s, user_id = await jobs.hold(_current(), job_id)
+    return {"wait_s": wait_s, "user_id": user_id}
+
+
+@DBOS.step(**_RETRIES)
+async def settle_step(job_id: str) -> int:
+    """Spends what the job found out of its hold and releases the rest."""
+    from roleferry.payments import jobs
+
+    return await jobs.settle(_current(), job_id)
+
+
+@DBOS.step(**_RETRIES)
 async def finish_step(job_id: str) -> dict[str, Any] | None:
     runtime = _current()
     return await service.finish(runtime.db, job_id, runtime.clock())
@@ -167,6 +186,12 @@ async def callback_workflow(job_id: str) -> None:
 async def enrichment_workflow(job_id: str, resumed: bool = False) -> str:
     try:
         if resumed or await start_step(job_id):
+            credits = await credits_step(job_id)
+            if credits["wait_s"] > 0:
+                await DBOS.start_workflow_async(
+                    resume_later, job_id, credits["user_id"], credits["wait_s"]
+                )
+                return "waiting for credits"
             while True:
                 progress = await chunk_step(job_id)
                 if progress["over"] or progress["remaining"] == 0:
@@ -178,9 +203,11 @@ async def enrichment_workflow(job_id: str, resumed: bool = False) -> str:
                     return "waiting"
                 if progress["wait_s"] > 0:
                     await DBOS.sleep_async(progress["wait_s"])
+            await settle_step(job_id)
             await finish_step(job_id)
     except Exception as exc:  # a step that kept failing: the job fails, it does not hang
         await fail_step(job_id, failure_reason(exc))
+        await settle_step(job_id)
     if await has_callback_step(job_id):
         await start_callback(job_id)
     return "closed"

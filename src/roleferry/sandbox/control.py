@@ -70,6 +70,10 @@ class Faults(BaseModel):
     reorder_rate: float = Field(
         0.1, ge=0, le=1, description="SendGrid webhooks: share of batches delivered shuffled."
     )
+    drop_events: list[str] = Field(
+        default_factory=list,
+        description="Stripe: event types never delivered (listed as delivery_success=false).",
+    )
     webhook_url: str | None = Field(None, description="Where events go; default this server.")
     flush_interval_s: float = Field(
         0.5, gt=0, description="SendGrid batches events this often (the real one: 30 s)."

@@ -4,13 +4,18 @@ Idempotency-Key semantics, a stand-in hosted checkout page, and events delivered
 `Stripe-Signature` (t=…,v1=HMAC-SHA256 of "t.body"). Objects carry every field Stripe
 publishes (see stripe_objects.py).
 
-Cards on the hosted page: 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined.
+Cards on the hosted page: 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined;
+4000 0000 0000 1000 pays later and succeeds, 4000 0000 0000 1018 pays later and fails (the
+session completes unpaid, then `checkout.session.async_payment_succeeded|failed` follows after
+`ASYNC_SETTLE_S`, as a bank debit does). The `drop_events` control keeps events of the named
+types from being delivered: `GET /v1/events?delivery_success=false` lists them.
 PaymentIntents confirmed in the API take `pm_card_visa` (succeeds) or
 `pm_card_chargeDeclined` (declined), as in Stripe's test mode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -38,7 +43,13 @@ PRICES: dict[str, tuple[int, str, str]] = {
 }
 CARD_OK = "4242424242424242"
 CARD_DECLINED = "4000000000000002"
-CARD_HINT = "Use 4242 4242 4242 4242 (succeeds) or 4000 0000 0000 0002 (declined)."
+CARD_ASYNC_OK = "4000000000001000"
+CARD_ASYNC_FAILS = "4000000000001018"
+ASYNC_SETTLE_S = 0.3
+CARD_HINT = (
+    "Use 4242 4242 4242 4242 (succeeds), 4000 0000 0000 0002 (declined), "
+    "4000 0000 0000 1000 (pays later) or 4000 0000 0000 1018 (pays later, then fails)."
+)
 DOCS = "https://stripe.com/docs/error-codes"
 
 
@@ -161,6 +172,8 @@ class StripeSimulator:
     def emit(self, type_: str, obj: dict[str, Any], idempotency_key: str | None = None) -> None:
         event = objects.event(type_, json.loads(json.dumps(obj)), idempotency_key)
         self.state.events[event["id"]] = event
+        if type_ in self.sandbox.control["stripe"].faults.drop_events:
+            return
 
         def delivered() -> None:
             event["pending_webhooks"] = 0
@@ -781,6 +794,8 @@ def router() -> APIRouter:
             )
         form = await request.form()
         card = re.sub(r"\D", "", str(form.get("card_number", "")))
+        if card in (CARD_ASYNC_OK, CARD_ASYNC_FAILS):
+            return _pay_later(sim, session, succeeds=card == CARD_ASYNC_OK)
         if card not in (CARD_OK, CARD_DECLINED):
             note = f"<p class=err>Your card number is invalid. {CARD_HINT}</p>"
             return HTMLResponse(_page("Pay", note + _pay_form(session)), status_code=400)
@@ -804,6 +819,33 @@ def router() -> APIRouter:
         return RedirectResponse(target, status_code=303)
 
     return api
+
+
+def _pay_later(sim: StripeSimulator, session: dict[str, Any], *, succeeds: bool) -> Response:
+    """A delayed payment method: the session completes unpaid now and settles a moment later."""
+    intent = objects.payment_intent(
+        session["amount_total"],
+        session["currency"],
+        session["_intent_metadata"],
+        automatic_payment_methods=False,
+    )
+    intent["status"] = "processing"
+    sim.state.intents[intent["id"]] = intent
+    objects.complete_session(session, intent["id"])
+    session["payment_status"] = "unpaid"
+    sim.emit("checkout.session.completed", _public_session(session))
+
+    def settle() -> None:
+        sim.pay(intent, objects.new_id("pm"), succeeds=succeeds)
+        if succeeds:
+            session["payment_status"] = "paid"
+            sim.emit("checkout.session.async_payment_succeeded", _public_session(session))
+        else:
+            sim.emit("checkout.session.async_payment_failed", _public_session(session))
+
+    asyncio.get_running_loop().call_later(ASYNC_SETTLE_S, settle)
+    target = str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session["id"])
+    return RedirectResponse(target, status_code=303)
 
 
 def _public_session(session: dict[str, Any]) -> dict[str, Any]:

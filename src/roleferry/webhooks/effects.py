@@ -6,9 +6,8 @@ delivered < bounced|dropped), so events may arrive in any order and a late `deli
 overwrites a `bounce`; `open` and `click` are counted; `bounce`, `dropped`, `spamreport` and
 `unsubscribe` add the address to the suppression list.
 
-Stripe: payment state per Checkout Session / PaymentIntent; credits go through a ledger whose
-unique reference (`purchase:<payment>`) makes a payment credit its user exactly once, however
-many of its events arrive; refunds debit the newly refunded share once per refunded total.
+Stripe: payments/fulfilment.py applies them (one `fulfil` per Checkout Session, shared with
+the success page, granting once through the ledger's unique references).
 
 A value that cannot be stored or used (an address longer than an address can be, an id longer
 than its column, an amount that is not a whole number of cents) rejects its event: `failed` at
@@ -25,8 +24,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.outreach.models import OutreachMessage, Suppression
-from roleferry.payments.models import CreditEntry, Payment
-from roleferry.users.models import User, utcnow
+from roleferry.payments.fulfilment import HANDLED, apply_event
+from roleferry.users.models import utcnow
 from roleferry.webhooks.models import FAILED, InboxEvent
 
 RANK = {"queued": 0, "processed": 1, "deferred": 2, "delivered": 3, "bounced": 4, "dropped": 4}
@@ -48,7 +47,6 @@ SUPPRESSING = {
 }
 SENDGRID_FIELDS = ("email", "outreach_id", "sg_message_id")
 """The payload fields SendGrid effects read: the processor loads these, not whole payloads."""
-CENTS_PER_CREDIT = 10
 EMAIL_MAX = 320
 """RFC 5321's longest address, and the length of the address columns."""
 STRIPE_ID_MAX = 200
@@ -58,14 +56,6 @@ USER_ID_MAX = 32
 CURRENCY_MAX = 8
 INT_MAX = 2**31 - 1
 """Amounts and credits are 32-bit integer columns on PostgreSQL."""
-HANDLED_STRIPE = frozenset(
-    (
-        "checkout.session.completed",
-        "payment_intent.succeeded",
-        "payment_intent.payment_failed",
-        "charge.refunded",
-    )
-)
 
 
 class Rejected(ValueError):
@@ -136,120 +126,17 @@ class Effects:
             )
 
     async def apply_stripe(self, event: InboxEvent) -> None:
-        kind = event.type
-        if kind not in HANDLED_STRIPE:
+        """Payments' own rules (payments/fulfilment.py), in this transaction, for an event
+        whose values fit; one that cannot be stored fails at once with the reason."""
+        if event.type not in HANDLED:
             event.outcome = "ignored"
             return
         try:
-            obj, object_id = _object(event.payload)
-            intent_id = _text(obj, "payment_intent", STRIPE_ID_MAX, expandable=True)
-            metadata = _metadata(obj)
-            reference_user = _text(obj, "client_reference_id", USER_ID_MAX)
-            metadata_user = _text(metadata, "metadata.user_id", USER_ID_MAX, key="user_id")
-            declared = _declared_credits(metadata)
-            amounts = {f: _amount(obj, f) for f in ("amount_total", "amount_received", "amount")}
-            refunded = _amount(obj, "amount_refunded") or 0
-            currency = _text(obj, "currency", CURRENCY_MAX)
+            obj = _validated(event.payload)
         except Rejected as exc:
             _reject(event, str(exc))
             return
-        if kind == "checkout.session.completed":
-            payment = await self._payment(session_id=object_id, intent_id=intent_id)
-            payment.user_id = payment.user_id or reference_user
-            payment.amount = amounts["amount_total"] or payment.amount
-            payment.currency = currency or payment.currency
-            payment.credits = _credits(declared, payment.amount)
-            if obj.get("payment_status") == "paid":
-                payment.status = _forward(payment.status, "paid")
-                event.outcome = await self._credit(payment)
-            else:
-                event.outcome = f"session {str(obj.get('payment_status'))[:32]}"
-        elif kind == "payment_intent.succeeded":
-            payment = await self._payment(intent_id=object_id)
-            payment.amount = amounts["amount_received"] or amounts["amount"] or payment.amount
-            payment.user_id = payment.user_id or metadata_user
-            payment.status = _forward(payment.status, "paid")
-            if not payment.credits:
-                payment.credits = _credits(declared, payment.amount)
-            event.outcome = await self._credit(payment)
-        elif kind == "payment_intent.payment_failed":
-            payment = await self._payment(intent_id=object_id)
-            payment.status = _forward(payment.status, "failed")
-            event.outcome = f"payment {payment.status}"
-        else:
-            payment = await self._payment(intent_id=intent_id)
-            event.outcome = await self._refund(payment, object_id, refunded, amounts["amount"])
-        payment.updated_at = utcnow()
-
-    async def _payment(
-        self, *, session_id: str | None = None, intent_id: str | None = None
-    ) -> Payment:
-        clauses = []
-        if session_id:
-            clauses.append(Payment.checkout_session_id == session_id)
-        if intent_id:
-            clauses.append(Payment.payment_intent_id == intent_id)
-        payment = (
-            await self.session.scalar(select(Payment).where(or_(*clauses)).with_for_update())
-            if clauses
-            else None
-        )
-        if payment is None:
-            payment = Payment(
-                checkout_session_id=session_id,
-                payment_intent_id=intent_id,
-                status="open",
-                amount=0,
-                amount_refunded=0,
-                credits=0,
-                currency="usd",
-            )
-            self.session.add(payment)
-        else:
-            payment.checkout_session_id = payment.checkout_session_id or session_id
-            payment.payment_intent_id = payment.payment_intent_id or intent_id
-        await self.session.flush()
-        return payment
-
-    async def _credit(self, payment: Payment) -> str:
-        if not payment.user_id or payment.credits <= 0:
-            return f"paid; no {'user' if not payment.user_id else 'credits'} to credit"
-        if await self.session.get(User, payment.user_id) is None:
-            return f"paid; unknown user {payment.user_id}"
-        reference = f"purchase:{payment.payment_intent_id or payment.checkout_session_id}"
-        added = await self._ledger(payment.user_id, payment.credits, "purchase", reference)
-        return f"credited {payment.credits}" if added else "already credited"
-
-    async def _refund(
-        self, payment: Payment, charge_id: str, refunded: int, amount: int | None
-    ) -> str:
-        if refunded <= payment.amount_refunded:
-            return "refund already recorded"
-        newly = refunded - payment.amount_refunded
-        payment.amount_refunded = refunded
-        payment.amount = payment.amount or amount or 0
-        payment.status = "refunded" if refunded >= payment.amount else "partially_refunded"
-        if not payment.user_id or not payment.amount or not payment.credits:
-            return f"refund of {newly} recorded"
-        debit = -(payment.credits * newly // payment.amount)
-        reference = f"refund:{charge_id}:{refunded}"
-        await self._ledger(payment.user_id, debit, "refund", reference)
-        return f"refund of {newly} debited {-debit} credits"
-
-    async def _ledger(self, user_id: str, delta: int, reason: str, reference: str) -> bool:
-        statement = (
-            self._insert(CreditEntry)
-            .values(
-                user_id=user_id,
-                delta=delta,
-                reason=reason,
-                reference=reference,
-                created_at=utcnow(),
-            )
-            .on_conflict_do_nothing(index_elements=["reference"])
-            .returning(CreditEntry.id)
-        )
-        return (await self.session.execute(statement)).scalar() is not None
+        event.outcome = await apply_event(self.session, event.type, obj)
 
 
 def _message_id(payload: dict[str, Any]) -> str | None:
@@ -272,21 +159,23 @@ def _advance(message: OutreachMessage, event_type: str, at: float) -> None:
     message.last_event_at = max(message.last_event_at or 0.0, at)
 
 
-_PAYMENT_RANK = {"open": 0, "failed": 1, "paid": 2, "partially_refunded": 3, "refunded": 4}
-
-
-def _forward(current: str, target: str) -> str:
-    """Payment states only move forward: a late `payment_failed` never undoes `paid`."""
-    return target if _PAYMENT_RANK[target] > _PAYMENT_RANK.get(current, 0) else current
-
-
-def _credits(declared: int | None, amount: int) -> int:
-    return declared if declared is not None else amount // CENTS_PER_CREDIT
-
-
 def _reject(event: InboxEvent, reason: str) -> None:
     event.status = FAILED
     event.outcome = f"rejected: {reason}"
+
+
+def _validated(payload: dict[str, Any]) -> dict[str, Any]:
+    """The event's object, once every value payments read from it fits its column."""
+    obj, _object_id = _object(payload)
+    _text(obj, "payment_intent", STRIPE_ID_MAX, expandable=True)
+    metadata = _metadata(obj)
+    _text(obj, "client_reference_id", USER_ID_MAX)
+    _text(metadata, "metadata.user_id", USER_ID_MAX, key="user_id")
+    _declared_credits(metadata)
+    for name in ("amount_total", "amount_received", "amount", "amount_refunded"):
+        _amount(obj, name)
+    _text(obj, "currency", CURRENCY_MAX)
+    return obj
 
 
 def _object(payload: dict[str, Any]) -> tuple[dict[str, Any], str]:

@@ -16,6 +16,7 @@ from roleferry.resilience.ratelimit import Priority
 
 CHECKOUT = "/v1/checkout/sessions"
 PAYMENT_INTENTS = "/v1/payment_intents"
+EVENTS = "/v1/events"
 
 
 class StripeClient:
@@ -61,6 +62,35 @@ class StripeClient:
         return await self.policy.call(
             endpoint, attempt, deadline=deadline, priority=Priority.INTERACTIVE
         )
+
+    async def _get(self, endpoint: str, retrieve: Any, deadline: Deadline) -> Any:
+        """A read: safe to repeat, so the policy's retries need no key."""
+        import stripe
+
+        async def attempt(_timeout: float) -> Any:
+            try:
+                return await retrieve()
+            except stripe.StripeError as exc:
+                raise map_error(self.spec, exc, endpoint) from exc
+
+        return await self.policy.call(
+            endpoint, attempt, deadline=deadline, priority=Priority.INTERACTIVE
+        )
+
+    async def retrieve_checkout_session(
+        self, session_id: str, *, deadline: Deadline, expand: list[str] | None = None
+    ) -> Any:
+        sessions = self.sdk().v1.checkout.sessions
+        return await self._get(
+            CHECKOUT + "/{id}",
+            lambda: sessions.retrieve_async(session_id, params={"expand": expand or []}),
+            deadline,
+        )
+
+    async def list_events(self, params: dict[str, Any], *, deadline: Deadline) -> Any:
+        """One page of events (`delivery_success`, `types`, `starting_after`, `limit`)."""
+        events = self.sdk().v1.events
+        return await self._get(EVENTS, lambda: events.list_async(params=params), deadline)
 
     async def create_checkout_session(
         self, params: dict[str, Any], *, deadline: Deadline, idempotency_key: str | None = None

@@ -40,6 +40,10 @@ SPEC = ProviderSpec(
     endpoints=(
         Endpoint("POST", "/v1/checkout/sessions", "a hosted checkout"),
         Endpoint("POST", "/v1/payment_intents", "a payment, confirmed at once"),
+        Endpoint(
+            "GET", "/v1/checkout/sessions/{id}", "a checkout's state (success page, reconciliation)"
+        ),
+        Endpoint("GET", "/v1/events", "events, e.g. those not delivered (reconciliation)"),
     ),
     quirks=(
         Quirk(PaymentDeclined, "a declined card (402): tell the user", error_type="card_error"),

@@ -1,0 +1,99 @@
+"""Checkout latency: `POST /api/v1/checkout` through our API (auth, the policy, the official
+SDK, the payment row written) against the same SDK call sent straight to the same Stripe
+simulator, in one run on one `roleferry serve`, alternating so drift falls on both alike.
+
+    .venv/bin/python bench/checkout.py [--calls 400]
+
+Target: at most 15 ms added at p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import stripe
+
+from _serve import roleferry_server
+
+PARAMS: dict[str, Any] = {
+    "mode": "payment",
+    "line_items": [
+        {
+            "quantity": 1,
+            "price_data": {
+                "currency": "usd",
+                "unit_amount": 1000,
+                "product_data": {"name": "100 RoleFerry credits"},
+            },
+        }
+    ],
+    "client_reference_id": "usr_bench",
+    "metadata": {"credits": "100", "pack": "small"},
+    "success_url": "http://127.0.0.1/?checkout={CHECKOUT_SESSION_ID}",
+    "cancel_url": "http://127.0.0.1/",
+}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run(url: str, key: str, calls: int) -> dict[str, list[float]]:
+    sdk = stripe.StripeClient(
+        "sk_test_sandbox",
+        base_addresses={"api": f"{url}/sandbox/stripe"},
+        max_network_retries=0,
+        http_client=stripe.HTTPXClient(),
+    )
+    timings: dict[str, list[float]] = {"sdk straight to the simulator": [], "our API": []}
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ) as api:
+        for i in range(calls + 20):
+            for name in list(timings) if i % 2 else list(reversed(timings)):
+                started = time.perf_counter()
+                if name == "our API":
+                    response = await api.post(
+                        "/api/v1/checkout",
+                        json={"pack": "small"},
+                        headers={"Idempotency-Key": f"bench-{i}"},
+                    )
+                    assert response.status_code == 201, response.text
+                else:
+                    await sdk.v1.checkout.sessions.create_async(
+                        params=PARAMS, options={"idempotency_key": f"bench-sdk-{i}"}
+                    )
+                if i >= 20:
+                    timings[name].append((time.perf_counter() - started) * 1000)
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=400)
+    args = parser.parse_args()
+    settings = {"ROLEFERRY_STRIPE_RATE_LIMIT": "100000/1", "ROLEFERRY_USER_RATE_LIMIT": "100000/1"}
+    with roleferry_server(settings) as (url, key, _):
+        # The simulator's own 25/s test-mode limit would throttle a tight loop.
+        httpx.put(
+            f"{url}/sandbox/_control/stripe", json={"rate_limit": {"limit": 100000, "period_s": 1}}
+        ).raise_for_status()
+        timings = asyncio.run(run(url, key, args.calls))
+    print(f"{args.calls} checkouts each, alternating; ms")
+    print(f"{'':32} {'p50':>7} {'p90':>7} {'p99':>7}")
+    for name, values in timings.items():
+        print(f"{name:32} {pct(values, 0.5):7.1f} {pct(values, 0.9):7.1f} {pct(values, 0.99):7.1f}")
+    ours, bare = timings["our API"], timings["sdk straight to the simulator"]
+    print(
+        f"{'added by our API':32} {pct(ours, 0.5) - pct(bare, 0.5):7.1f} "
+        f"{pct(ours, 0.9) - pct(bare, 0.9):7.1f} {pct(ours, 0.99) - pct(bare, 0.99):7.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Checkout end to end: our API, the official SDK, the Stripe simulator's hosted page and its
+signed webhooks, on a live server. Credits are granted once per session whoever fulfils it
+(webhook, success page, reconciliation), declines and delayed payments are recorded, refunds
+take back their share, a dropped webhook is reconciled, and Stripe hanging is a 503 in time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from roleferry.payments.models import CreditEntry, Payment
+from roleferry.users import service as users
+from tests.support.live_server import LiveServer, live_server
+from tests.support.webhooks import in_db
+
+CARD_OK = "4242424242424242"
+CARD_DECLINED = "4000000000000002"
+CARD_LATER_OK = "4000000000001000"
+CARD_LATER_FAILS = "4000000000001018"
+START = 200
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveServer]:
+    with live_server(tmp_path, stripe_rate_limit="1000/1") as server:
+        server.control("stripe", duplicate_rate=0.0)
+        yield server
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def checkout(live: LiveServer, pack: str = "small", key: str | None = None) -> dict[str, Any]:
+    headers = {**live.auth, **({"Idempotency-Key": key} if key else {})}
+    response = httpx.post(
+        f"{live.url}/api/v1/checkout", json={"pack": pack}, headers=headers, timeout=10
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def pay(live: LiveServer, session_id: str, card: str) -> int:
+    response = httpx.post(
+        f"{live.url}/sandbox/stripe/pay/{session_id}", data={"card_number": card}, timeout=10
+    )
+    return response.status_code
+
+
+def available(live: LiveServer) -> int:
+    response = httpx.get(f"{live.url}/api/v1/credits", headers=live.auth, timeout=10)
+    assert response.status_code == 200, response.text
+    return int(response.json()["available"])
+
+
+def purchases(live: LiveServer) -> int:
+    async def count(session: AsyncSession) -> int:
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(CreditEntry)
+                .where(CreditEntry.reason == "purchase")
+            )
+            or 0
+        )
+
+    return in_db(live.runtime.settings.database_url, count)
+
+
+def payment_rows(live: LiveServer) -> list[tuple[str | None, str | None, str, str | None]]:
+    async def rows(session: AsyncSession) -> list[tuple[str | None, str | None, str, str | None]]:
+        found = await session.scalars(select(Payment).order_by(Payment.id))
+        return [(p.checkout_session_id, p.payment_intent_id, p.status, p.failure) for p in found]
+
+    return in_db(live.runtime.settings.database_url, rows)
+
+
+def confirm(live: LiveServer, session_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{live.url}/api/v1/checkout/{session_id}", headers=live.auth, timeout=10)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_paid_checkout_is_granted_once_by_webhook_and_success_page_together(
+    live: LiveServer,
+) -> None:
+    """Eight success-page calls race the webhook: 100 credits, one purchase entry."""
+    race_webhook_and_success_page(live)
+
+
+def test_the_same_race_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """The webhook and the success page at the same moment, on PostgreSQL: granted once."""
+    with live_server(tmp_path, database_url=postgres_url, stripe_rate_limit="1000/1") as live:
+        live.control("stripe", duplicate_rate=1.0)
+        race_webhook_and_success_page(live)
+
+
+def test_the_scheduled_reconciliation_finds_a_dropped_webhook(tmp_path: Path) -> None:
+    """No admin call: the server's own schedule lists the undelivered event and grants it."""
+    with live_server(tmp_path, reconcile_interval_s=0.5, stripe_rate_limit="1000/1") as live:
+        live.control("stripe", drop_events=["checkout.session.completed"], duplicate_rate=0.0)
+        made = checkout(live)
+        assert pay(live, made["session_id"], CARD_OK) == 303
+        wait_for(lambda: available(live) == START + 100)
+        assert purchases(live) == 1
+
+
+def race_webhook_and_success_page(live: LiveServer) -> None:
+    made = checkout(live)
+    assert made["url"].startswith(f"{live.url}/sandbox/stripe/pay/cs_")
+    assert available(live) == START
+    assert pay(live, made["session_id"], CARD_OK) == 303
+    outcomes: list[str] = []
+    threads = [
+        threading.Thread(
+            target=lambda: outcomes.append(confirm(live, made["session_id"])["outcome"])
+        )
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_for(lambda: available(live) == START + 100)
+    time.sleep(1)
+    assert available(live) == START + 100
+    assert purchases(live) == 1
+    assert sum(o == "credited 100" for o in outcomes) <= 1
+    ledger = httpx.get(f"{live.url}/api/v1/credits/ledger", headers=live.auth).json()
+    purchase = next(e for e in ledger["entries"] if e["reason"] == "purchase")
+    assert purchase["postings"] == {"available": 100, "purchases": -100}
+
+
+def test_the_same_idempotency_key_gives_the_same_session(live: LiveServer) -> None:
+    """A retried request with its key gets the first session back; a new key, a new one."""
+    first = checkout(live, key="order-1")
+    again = checkout(live, key="order-1")
+    other = checkout(live, key="order-2")
+    assert first["session_id"] == again["session_id"]
+    assert other["session_id"] != first["session_id"]
+
+
+def test_unknown_pack_is_a_404_that_lists_the_packs(live: LiveServer) -> None:
+    """A pack that is not on sale names the ones that are."""
+    response = httpx.post(f"{live.url}/api/v1/checkout", json={"pack": "huge"}, headers=live.auth)
+    assert response.status_code == 404
+    assert response.json()["error"]["details"] == {"packs": ["large", "medium", "small"]}
+
+
+def test_declined_card_is_recorded_then_a_good_card_pays_once(live: LiveServer) -> None:
+    """The decline is recorded on the intent's row; paying the same session with a good card
+    links session and intent, and the two rows merge into one, credited once."""
+    made = checkout(live)
+    assert pay(live, made["session_id"], CARD_DECLINED) == 402
+    wait_for(lambda: any(row[2] == "failed" for row in payment_rows(live)))
+    assert confirm(live, made["session_id"])["payment_status"] == "unpaid"
+    assert pay(live, made["session_id"], CARD_OK) == 303
+    wait_for(lambda: available(live) == START + 100)
+    wait_for(lambda: len(payment_rows(live)) == 1 and payment_rows(live)[0][2] == "paid")
+    session_id, intent_id, _status, failure = payment_rows(live)[0]
+    assert session_id == made["session_id"]
+    assert intent_id is not None
+    assert failure == "Your card was declined."
+    assert purchases(live) == 1
+
+
+def test_delayed_payment_is_granted_when_it_succeeds(live: LiveServer) -> None:
+    """Completed unpaid: nothing yet; async_payment_succeeded: granted."""
+    made = checkout(live, pack="medium")
+    assert pay(live, made["session_id"], CARD_LATER_OK) == 303
+    first = confirm(live, made["session_id"])
+    assert first["outcome"].endswith("awaiting payment") or first["payment_status"] == "paid"
+    wait_for(lambda: available(live) == START + 500)
+    assert purchases(live) == 1
+
+
+def test_delayed_payment_that_fails_is_recorded_and_grants_nothing(live: LiveServer) -> None:
+    """async_payment_failed marks the payment failed; no credits."""
+    made = checkout(live)
+    assert pay(live, made["session_id"], CARD_LATER_FAILS) == 303
+    wait_for(lambda: any(row[2] == "failed" for row in payment_rows(live)))
+    assert available(live) == START
+    assert purchases(live) == 0
+
+
+def test_a_refund_takes_back_its_share(live: LiveServer) -> None:
+    """Half the price refunded: half the credits taken back, once."""
+    made = checkout(live)
+    assert pay(live, made["session_id"], CARD_OK) == 303
+    wait_for(lambda: available(live) == START + 100)
+    intent = payment_rows(live)[0][1]
+    wait_for(lambda: payment_rows(live)[0][1])
+    intent = payment_rows(live)[0][1]
+    response = httpx.post(
+        f"{live.url}/sandbox/stripe/v1/refunds",
+        data={"payment_intent": intent, "amount": "500"},
+        headers={"Authorization": "Bearer sk_test_sandbox"},
+    )
+    assert response.status_code == 200, response.text
+    wait_for(lambda: available(live) == START + 50)
+    wait_for(lambda: payment_rows(live)[0][2] == "partially_refunded")
+
+
+def test_a_dropped_webhook_is_reconciled(live: LiveServer) -> None:
+    """checkout.session.completed never delivered: reconciliation finds it among the
+    undelivered events and grants it, once even when run twice."""
+    live.control("stripe", drop_events=["checkout.session.completed"], duplicate_rate=0.0)
+
+    async def admin(session: AsyncSession) -> str:
+        return (await users.create_user(session, "admin@example.com", is_admin=True)).key.raw
+
+    key = in_db(live.runtime.settings.database_url, admin)
+    made = checkout(live)
+    assert pay(live, made["session_id"], CARD_OK) == 303
+    time.sleep(1)
+    assert available(live) == START
+    for _ in range(2):
+        response = httpx.post(
+            f"{live.url}/api/v1/admin/payments/reconcile",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["events_found"] >= 1
+    wait_for(lambda: available(live) == START + 100)
+    assert purchases(live) == 1
+
+
+def test_stripe_hanging_is_a_503_within_the_deadline(tmp_path: Path) -> None:
+    """No answer from Stripe: 503 with Retry-After and a message saying so, in time."""
+    with live_server(tmp_path, checkout_deadline_s=1.5, attempt_timeout_s=0.5) as live:
+        live.control("stripe", hang=True)
+        started = time.monotonic()
+        response = httpx.post(
+            f"{live.url}/api/v1/checkout", json={"pack": "small"}, headers=live.auth, timeout=10
+        )
+        elapsed = time.monotonic() - started
+        live.control("stripe", hang=False)
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) >= 1
+    assert "Stripe is not answering" in response.json()["error"]["message"]
+    assert elapsed < 3.0
+
+
+def test_a_checkout_that_is_not_yours_or_does_not_exist_is_404(live: LiveServer) -> None:
+    """Another user's session and a session Stripe does not know: 404 not_found, no grant."""
+    made = checkout(live)
+    other = live.new_user("other@example.com")
+    for session_id, key in ((made["session_id"], other), ("cs_test_nothere", live.key)):
+        response = httpx.get(
+            f"{live.url}/api/v1/checkout/{session_id}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "not_found"
+    malformed = httpx.get(f"{live.url}/api/v1/checkout/not-a-session", headers=live.auth)
+    assert malformed.status_code == 422
