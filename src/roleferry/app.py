@@ -12,6 +12,7 @@ from roleferry import __version__
 from roleferry.api import health
 from roleferry.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from roleferry.config import Settings
+from roleferry.drafting import routes as draft_routes
 from roleferry.enrichment import routes as enrichment_routes
 from roleferry.errors import install_error_handlers
 from roleferry.monitoring import routes as monitoring_routes
@@ -79,6 +80,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     app.include_router(enrichment_routes.router)
     app.include_router(notification_routes.router)
+    app.include_router(draft_routes.router)
     app.include_router(webhook_routes.admin)
     app.include_router(web_routes.router)
     if settings.bench_routes:

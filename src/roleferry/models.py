@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from roleferry.db import Base
+from roleferry.drafting.models import Draft
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.notifications.models import CallbackSecret, Notification
 from roleferry.outreach.models import OutreachMessage, Suppression
@@ -15,6 +16,7 @@ __all__ = [
     "CacheEntry",
     "CallbackSecret",
     "CreditEntry",
+    "Draft",
     "EnrichmentItem",
     "EnrichmentJob",
     "Notification",
