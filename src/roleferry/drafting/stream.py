@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pydantic
 
 from roleferry.drafting.metrics import (
@@ -134,6 +133,10 @@ class ModelChain:
     async def stream(self, call: Call, overall: Deadline) -> AsyncIterator[Piece]:
         """Started, Text…, Ended from the first model that gives a first token; Exhausted if
         none does."""
+        if self.client._sdk is None:
+            # The SDK's first import takes seconds: done off the loop and outside any model's
+            # first-token deadline.
+            await asyncio.to_thread(self.client.sdk)
         reasons: dict[str, str] = {}
         for index, model in enumerate(self.models):
             last = index == len(self.models) - 1
@@ -161,8 +164,6 @@ class ModelChain:
     async def _open(self, model: str, call: Call, overall: Deadline) -> _Opened:
         """Sends the call and reads up to its first text; closes the stream on any failure
         (including the policy's timeout cancelling it)."""
-        import anthropic
-
         started = time.perf_counter()
         manager = self.client.sdk().messages.stream(
             model=model,
@@ -189,13 +190,11 @@ class ModelChain:
             await _close(manager)
             if isinstance(exc, StopAsyncIteration):
                 raise BadResponse(self.client.name, f"{MESSAGES} ended before any text") from None
-            if isinstance(exc, anthropic.AnthropicError | httpx.HTTPError | ValueError):
+            if isinstance(exc, Exception) and not isinstance(exc, CallError):
                 raise map_error(self.client.spec, exc, MESSAGES) from exc
             raise
 
     async def _follow(self, opened: _Opened, overall: Deadline) -> AsyncIterator[Piece]:
-        import anthropic
-
         parts = [opened.first]
         yield Text(opened.first)
         output_tokens, broken, stopped = 0, None, False
@@ -210,14 +209,8 @@ class ModelChain:
                 except TimeoutError:
                     broken = "deadline" if overall.expired else "stall"
                     break
-                except anthropic.APIStatusError:
-                    broken = "error_event"
-                    break
-                except (json.JSONDecodeError, pydantic.ValidationError):
-                    broken = "malformed_chunk"
-                    break
-                except (httpx.HTTPError, anthropic.APIConnectionError):
-                    broken = "connection_lost"
+                except Exception as exc:
+                    broken = _why_broken(exc)
                     break
                 if event.type == "content_block_delta" and event.delta.type == "text_delta":
                     parts.append(event.delta.text)
@@ -236,6 +229,19 @@ class ModelChain:
         TOKEN_USAGE.labels("input", model).observe(opened.input_tokens)
         TOKEN_USAGE.labels("output", model).observe(output_tokens)
         yield Ended(model, "".join(parts), opened.input_tokens, output_tokens, broken)
+
+
+def _why_broken(exc: Exception) -> str:
+    """A stream's failure after its first token, named: the SDK raises an `error` event as a
+    status error, a chunk that is not JSON as a decode error, and a dropped connection as its
+    HTTP library's error (the SDK's own httpx fork, so matched by kind, not by class)."""
+    import anthropic
+
+    if isinstance(exc, anthropic.APIStatusError):
+        return "error_event"
+    if isinstance(exc, json.JSONDecodeError | pydantic.ValidationError):
+        return "malformed_chunk"
+    return "connection_lost"
 
 
 async def _close(manager: AsyncMessageStreamManager[Any]) -> None:
