@@ -284,6 +284,57 @@ def search(
 
 
 @app.command()
+def draft(
+    to: Annotated[str, typer.Option("--to", help='The recipient\'s name, e.g. "Jane Doe".')],
+    company: Annotated[str, typer.Option(help="Their company or its domain, e.g. acme.com.")],
+    role: Annotated[str, typer.Option(help="The role you want there.")],
+    about: Annotated[str | None, typer.Option(help="One line about you, for the email.")] = None,
+    tone: Annotated[str, typer.Option(help="friendly, formal or direct.")] = "friendly",
+    length: Annotated[int, typer.Option(help="About this many words.")] = 120,
+    server: ServerOption = DEFAULT_SERVER,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Write an outreach email with AI through a running server, printed as it streams."""
+    import httpx
+
+    from roleferry.drafting.terminal import follow
+
+    key = _client_key(api_key)
+    recipient = {"name": to, ("domain" if "." in company else "company"): company}
+    body = {
+        "recipient": recipient,
+        "aim": {"role": role, "about": about},
+        "tone": tone,
+        "length": length,
+    }
+    headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+    try:
+        with httpx.stream(
+            "POST", f"{server.rstrip('/')}/api/v1/drafts", json=body, headers=headers, timeout=60
+        ) as response:
+            if response.status_code not in (200, 201):
+                response.read()
+                _fail(response.json().get("error", {}).get("message", response.text))
+
+            def write(text: str) -> None:
+                typer.echo(text, nl=False)
+
+            def note(text: str) -> None:
+                typer.secho(text, err=True, fg=typer.colors.YELLOW)
+
+            last = follow(response.iter_lines(), write, note)
+    except httpx.TransportError:
+        _fail(f"cannot reach {server}: is `roleferry serve` running?")
+    if last["event"] == "incomplete":
+        _fail(
+            f"the stream broke ({last['reason']}); the text so far is saved: continue it with "
+            f"POST /api/v1/drafts/{last['draft_id']}/continue"
+        )
+    if last["event"] == "done":
+        typer.secho(f"draft {last['draft_id']} ({last['source']})", err=True, dim=True)
+
+
+@app.command()
 def enrich(
     csv_file: Annotated[
         Path,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -340,3 +341,40 @@ def test_bad_input_says_what_to_fix(live: LiveServer) -> None:
     assert response.status_code == 422
     assert "company or domain" in response.json()["error"]["message"]
     assert httpx.get(f"{live.url}/api/v1/drafts", headers=live.auth).json() == []
+
+
+@pytest.mark.parametrize("nul", ["\x00"])
+def test_on_postgresql_drafts_break_continue_and_refuse_nul_edits(
+    postgres_url: str, tmp_path: Path, nul: str
+) -> None:
+    """PostgreSQL: a NUL in the input stays out of stored text, a broken stream is stored and
+    continued, and an edit with a NUL is a 422, not a database error."""
+    ask = {**ASK, "recipient": {**ASK["recipient"], "title": f"VP{nul}Product"}}
+    with live_server(
+        tmp_path, database_url=postgres_url, anthropic_models=FIRST, draft_stall_s=0.5
+    ) as live:
+        shape(live, {"kind": "cut", "after_tokens": 3})
+        incomplete = events(live, body=ask)[-1][1]
+        assert stored(live, incomplete["draft_id"])["status"] == "incomplete"
+        done = events(live, f"/api/v1/drafts/{incomplete['draft_id']}/continue", None)[-1][1]
+        assert done["source"] == "model"
+        url = f"{live.url}/api/v1/drafts/{done['draft_id']}"
+        refused = httpx.patch(url, json={"body": f"a{nul}b"}, headers=live.auth)
+        assert refused.status_code == 422
+        assert stored(live, done["draft_id"])["status"] == "complete"
+
+
+def test_cli_prints_the_draft_as_it_streams(live: LiveServer) -> None:
+    """`roleferry draft --to … --company … --role …` prints the model's text and its id."""
+    from typer.testing import CliRunner
+
+    from roleferry.cli import app
+
+    args = ["draft", "--to", "Jane Doe", "--company", "acme.com", "--role", "Product Manager"]
+    args += ["--server", live.url, "--api-key", live.key]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Subject: About the Product Manager role at acme.com" in result.stdout
+    assert "Hi Jane," in result.stdout
+    listed = httpx.get(f"{live.url}/api/v1/drafts", headers=live.auth).json()
+    assert f"draft {listed[0]['id']} (model)" in result.stderr

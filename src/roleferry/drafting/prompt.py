@@ -81,8 +81,9 @@ class DraftRequest(BaseModel):
 
 
 def _clean(value: str) -> str:
-    """A value fit for one line of a data block: no brackets, no line breaks."""
-    return " ".join(re.sub(r"[<>\r\n]", " ", value).split())
+    """A value fit for one line of a data block: no brackets, no line breaks or other
+    control characters."""
+    return " ".join(re.sub(r"[<>\x00-\x1f\x7f]", " ", value).split())
 
 
 def system_prompt(request: DraftRequest) -> str:

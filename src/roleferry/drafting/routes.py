@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from roleferry.users.models import utcnow
 router = APIRouter(prefix="/api/v1", tags=["drafts"])
 
 SSE = "text/event-stream"
+DraftId = Annotated[str, Path(max_length=64, description="A draft's id, drf_…")]
 
 
 class Usage(BaseModel):
@@ -80,6 +81,8 @@ class DraftEdit(BaseModel):
     def _something(self) -> DraftEdit:
         if self.subject is None and self.body is None:
             raise ValueError("give subject, body or both")
+        if "\x00" in (self.subject or "") + (self.body or ""):
+            raise ValueError("subject and body cannot hold NUL characters")
         return self
 
 
@@ -160,7 +163,7 @@ async def create_draft(
     responses={200: STREAM_DOC, 409: {"description": "The draft is not incomplete."}},
 )
 async def continue_draft(
-    draft_id: Annotated[str, Field(max_length=64)],
+    draft_id: DraftId,
     request: Request,
     user: CurrentUser,
     runtime: RuntimeDep,
@@ -193,15 +196,13 @@ async def list_drafts(
 
 
 @router.get("/drafts/{draft_id}")
-async def get_draft(
-    draft_id: Annotated[str, Field(max_length=64)], user: CurrentUser, session: SessionDep
-) -> DraftOut:
+async def get_draft(draft_id: DraftId, user: CurrentUser, session: SessionDep) -> DraftOut:
     return DraftOut.of(await service.owned(session, user.id, draft_id))
 
 
 @router.patch("/drafts/{draft_id}")
 async def edit_draft(
-    draft_id: Annotated[str, Field(max_length=64)],
+    draft_id: DraftId,
     edit: DraftEdit,
     user: CurrentUser,
     runtime: RuntimeDep,
