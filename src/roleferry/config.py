@@ -111,8 +111,8 @@ class Settings(_ProviderSettings):
     )
 
     anthropic_models: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["claude-sonnet-4-5", "claude-haiku-4-5"],
-        description="The drafting model chain, tried in order: claude-sonnet-4-5,claude-haiku-4-5",
+        default_factory=lambda: ["claude-sonnet-4-6", "claude-haiku-4-5"],
+        description="The drafting model chain, tried in order: claude-sonnet-4-6,claude-haiku-4-5",
     )
     draft_first_token_s: float = Field(
         3.0, gt=0, le=60, description="A model's first token deadline, but the last model's."

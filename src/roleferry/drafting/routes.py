@@ -122,7 +122,11 @@ async def _answer(
     request: Request, runtime: Runtime, draft: Draft, *, status_code: int
 ) -> StreamingResponse | JSONResponse:
     run = service.Run(
-        runtime.db, chain_of(runtime, request), runtime.settings.draft_deadline_s, draft
+        runtime.db,
+        chain_of(runtime, request),
+        runtime.settings.draft_deadline_s,
+        draft,
+        new=status_code == 201,
     )
     if SSE in request.headers.get("accept", ""):
         return _sse(run.events())
@@ -153,7 +157,7 @@ async def create_draft(
 ) -> StreamingResponse | JSONResponse:
     """Writes an outreach email to the recipient for the role you want, and stores it."""
     chain_of(runtime, request)
-    draft = await service.create(runtime.db, user.id, body, runtime.settings.draft_daily_tokens)
+    draft = await service.prepare(runtime.db, user.id, body, runtime.settings.draft_daily_tokens)
     return await _answer(request, runtime, draft, status_code=201)
 
 

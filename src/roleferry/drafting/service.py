@@ -67,19 +67,22 @@ async def owned(session: AsyncSession, user_id: str, draft_id: str) -> Draft:
     return draft
 
 
-async def create(db: Database, user_id: str, request: DraftRequest, daily_tokens: int) -> Draft:
-    async with db.write_session() as session:
+async def prepare(db: Database, user_id: str, request: DraftRequest, daily_tokens: int) -> Draft:
+    """A new draft, not yet stored (its run stores it while the model is first called), once
+    the user's budget allows it."""
+    async with db.session() as session:
         await check_budget(session, user_id, daily_tokens)
-        draft = Draft(
-            id=new_id("drf"),
-            user_id=user_id,
-            status="streaming",
-            request=request.model_dump(mode="json"),
-            input_tokens=0,
-            output_tokens=0,
-        )
-        session.add(draft)
-    return draft
+    now = utcnow()
+    return Draft(
+        id=new_id("drf"),
+        user_id=user_id,
+        status="streaming",
+        request=request.model_dump(mode="json"),
+        input_tokens=0,
+        output_tokens=0,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 async def reopen(db: Database, user_id: str, draft_id: str, daily_tokens: int) -> Draft:
@@ -106,8 +109,12 @@ async def reopen(db: Database, user_id: str, draft_id: str, daily_tokens: int) -
 class Run:
     """One draft's writing, from the chain's first call to the stored result."""
 
-    def __init__(self, db: Database, chain: ModelChain, deadline_s: float, draft: Draft) -> None:
+    def __init__(
+        self, db: Database, chain: ModelChain, deadline_s: float, draft: Draft, *, new: bool
+    ) -> None:
         self.db = db
+        self.new = new
+        self.inserted: asyncio.Task[None] | None = None
         self.chain = chain
         self.deadline_s = deadline_s
         self.draft = draft
@@ -126,12 +133,27 @@ class Run:
 
     async def events(self) -> AsyncIterator[Event]:
         """The events of the run; whatever stops it (a client gone), the draft is stored."""
+        if self.new:
+            # Stored while the model is called, not before: the insert (a write transaction)
+            # stays off the time to first token.
+            self.inserted = asyncio.create_task(self._insert())
         try:
             async for event in self._events():
                 yield event
         finally:
+            if self.inserted is not None:
+                await asyncio.shield(self.inserted)
             if not self.ended:
                 await asyncio.shield(self._store_incomplete("client_gone"))
+
+    async def _insert(self) -> None:
+        async with self.db.write_session() as session:
+            session.add(self.draft)
+
+    async def _stored(self) -> None:
+        """Waits for the insert, before anything refers to the draft."""
+        if self.inserted is not None:
+            await self.inserted
 
     async def _events(self) -> AsyncIterator[Event]:
         overall = Deadline(self.deadline_s)
@@ -142,6 +164,7 @@ class Run:
             async for piece in self.chain.stream(self._call(), overall):
                 if isinstance(piece, Started):
                     self.model = piece.model
+                    await self._stored()
                     yield "start", {"draft_id": draft_id, "model": piece.model, "source": "model"}
                 elif isinstance(piece, Text):
                     self.text += piece.text
@@ -176,6 +199,7 @@ class Run:
             if attempt == 0:
                 yield "restart", {"draft_id": draft_id, "reason": checked}
         email = prompt.template(self.request)
+        await self._stored()
         if self.prefill or self.text:
             yield "restart", {"draft_id": draft_id, "reason": "template"}
         yield "start", {"draft_id": draft_id, "model": None, "source": "template"}
