@@ -5,7 +5,7 @@ On one `roleferry serve` with its sandbox mounted, in the same run:
    off) straight to the simulator with the exact request our endpoint sends, then the same
    draft through `POST /api/v1/drafts` (SSE). Time to first token = from sending to the first
    text (`content_block_delta` for the SDK, the first `delta` event for ours). Printed: p50,
-   p95, p99 of each and of the per-pair overhead (ours − SDK). Target: p50 overhead ≤ 10 ms.
+   p95, p99 of each and of the per-pair overhead (ours - SDK). Target: p50 overhead ≤ 10 ms.
 2. `--drafts` drafts while the first model of the chain answers every request with 529: the
    share that got a draft (a `done` event) and their time to first token. Target: 100%, p99
    ≤ first-token deadline + 0.5 s.
@@ -115,13 +115,12 @@ async def overhead(url: str, key: str, drafts: int, concurrency: int) -> None:
 
 
 async def storm(url: str, key: str, drafts: int, concurrency: int) -> None:
-    httpx.put(
-        f"{url}/sandbox/_control/anthropic",
-        json={"stream_faults": [{"kind": "status", "status": 529, "model": FIRST, "times": None}]},
-    ).raise_for_status()
     results: list[tuple[float, str | None]] = []
     queue = list(range(drafts))
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        storm_529 = {"kind": "status", "status": 529, "model": FIRST, "times": None}
+        control = await http.put("/sandbox/_control/anthropic", json={"stream_faults": [storm_529]})
+        control.raise_for_status()
 
         async def worker() -> None:
             while queue:
@@ -129,6 +128,7 @@ async def storm(url: str, key: str, drafts: int, concurrency: int) -> None:
                 results.append(await our_first_token(http, key))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
+        stats = (await http.get("/sandbox/_control/stats")).json()["providers"]["anthropic"]
     got = [r for r in results if r[1] is not None]
     ttft = [r[0] for r in got]
     sources = {s: sum(1 for r in got if r[1] == s) for s in {r[1] for r in got}}
@@ -138,7 +138,6 @@ async def storm(url: str, key: str, drafts: int, concurrency: int) -> None:
         f"p99 {percentile(ttft, 0.99) * 1000:.0f} ms, max {max(ttft) * 1000:.0f} ms "
         f"(target p99 <= {(DEADLINE_S + 0.5) * 1000:.0f} ms)"
     )
-    stats = httpx.get(f"{url}/sandbox/_control/stats").json()["providers"]["anthropic"]
     print(f"simulator saw: {stats.get('/v1/messages')}")
 
 
