@@ -6,11 +6,12 @@ On one `roleferry serve` with its sandbox mounted, in the same run:
    draft through `POST /api/v1/drafts` (SSE). Time to first token = from sending to the first
    text (`content_block_delta` for the SDK, the first `delta` event for ours). Printed: p50,
    p95, p99 of each and of the per-pair overhead (ours - SDK). Target: p50 overhead ≤ 10 ms.
-2. `--drafts` drafts while the first model of the chain answers every request with 529: the
-   share that got a draft (a `done` event) and their time to first token. Target: 100%, p99
-   ≤ first-token deadline + 0.5 s.
+2. `--drafts` drafts while the first model of the chain answers every request with 529, then
+   again while it sends no first token for 30 s: the share that got a draft (a `done` event)
+   and their time to first token. Target: 100%, p99 ≤ first-token deadline + 0.5 s.
 
-    .venv/bin/python bench/draft_stream.py [--drafts 200] [--concurrency 1] [--storm-concurrency 4]
+    .venv/bin/python bench/draft_stream.py [--drafts 200] [--concurrency 1]
+        [--storm-concurrency 4] [--only overhead,529,hung]
 """
 
 from __future__ import annotations
@@ -114,12 +115,23 @@ async def overhead(url: str, key: str, drafts: int, concurrency: int) -> None:
     print(f"p50 overhead {percentile(added, 0.5):.1f} ms (target <= 10 ms); p50 gap {p50_gap:.1f}")
 
 
-async def storm(url: str, key: str, drafts: int, concurrency: int) -> None:
+STORMS: dict[str, dict[str, Any]] = {
+    "529": {"kind": "status", "status": 529, "model": FIRST, "times": None},
+    "hung": {"kind": "slow_first_token", "seconds": 30, "model": FIRST, "times": None},
+}
+
+
+async def storm(url: str, key: str, name: str, drafts: int, concurrency: int) -> None:
+    """Every request to the first model fails (`529`) or sends no token for 30 s (`hung`)."""
     results: list[tuple[float, str | None]] = []
     queue = list(range(drafts))
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        storm_529 = {"kind": "status", "status": 529, "model": FIRST, "times": None}
-        control = await http.put("/sandbox/_control/anthropic", json={"stream_faults": [storm_529]})
+        await http.post("/sandbox/_control/reset")
+        faults = {
+            "stream_faults": [STORMS[name]],
+            "rate_limit": {"limit": 1_000_000, "period_s": 60},
+        }
+        control = await http.put("/sandbox/_control/anthropic", json=faults)
         control.raise_for_status()
 
         async def worker() -> None:
@@ -132,7 +144,7 @@ async def storm(url: str, key: str, drafts: int, concurrency: int) -> None:
     got = [r for r in results if r[1] is not None]
     ttft = [r[0] for r in got]
     sources = {s: sum(1 for r in got if r[1] == s) for s in {r[1] for r in got}}
-    print(f"\n529 storm on {FIRST}: {len(got)}/{len(results)} got a draft {sources}")
+    print(f"\n{name} storm on {FIRST}: {len(got)}/{len(results)} got a draft {sources}")
     print(
         f"time to first token: p50 {percentile(ttft, 0.5) * 1000:.0f} ms, "
         f"p99 {percentile(ttft, 0.99) * 1000:.0f} ms, max {max(ttft) * 1000:.0f} ms "
@@ -146,6 +158,7 @@ async def main() -> None:
     parser.add_argument("--drafts", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=1, help="for the overhead pairs")
     parser.add_argument("--storm-concurrency", type=int, default=4)
+    parser.add_argument("--only", default="overhead,529,hung", help="parts to run")
     args = parser.parse_args()
     settings = {
         "ROLEFERRY_ANTHROPIC_MODELS": f"{FIRST},{SECOND}",
@@ -156,8 +169,11 @@ async def main() -> None:
         "ROLEFERRY_DRAFT_FIRST_TOKEN_S": str(DEADLINE_S),
     }
     with roleferry_server(settings) as (url, key, _data):
-        await overhead(url, key, args.drafts, args.concurrency)
-        await storm(url, key, args.drafts, args.storm_concurrency)
+        if "overhead" in args.only:
+            await overhead(url, key, args.drafts, args.concurrency)
+        for name in STORMS:
+            if name in args.only:
+                await storm(url, key, name, args.drafts, args.storm_concurrency)
 
 
 if __name__ == "__main__":
