@@ -127,6 +127,7 @@ async def storm(url: str, key: str, name: str, drafts: int, concurrency: int) ->
     queue = list(range(drafts))
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         await http.post("/sandbox/_control/reset")
+        await our_first_token(http, key)  # warm: a process's first draft imports the SDK
         faults = {
             "stream_faults": [STORMS[name]],
             "rate_limit": {"limit": 1_000_000, "period_s": 60},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,6 +42,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         await runtime.start()
         if sandbox is not None:
             await sandbox.start()
+        # The Anthropic SDK takes seconds to import (ten under load): imported beside serving,
+        # so that the first drafts do not wait for it.
+        sdk_import = asyncio.create_task(asyncio.to_thread(importlib.import_module, "anthropic"))
         # What start-up built (the sandbox world, routes, models, SDKs) lives as long as the
         # app: frozen, it is no longer walked by every full collection, which took up to
         # 110 ms and set the webhook acknowledgement p99 (docs/performance.md).
@@ -48,6 +53,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await sdk_import
             gc.unfreeze()
             if sandbox is not None:
                 await sandbox.stop()

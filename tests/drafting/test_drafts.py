@@ -378,3 +378,29 @@ def test_cli_prints_the_draft_as_it_streams(live: LiveServer) -> None:
     assert "Hi Jane," in result.stdout
     listed = httpx.get(f"{live.url}/api/v1/drafts", headers=live.auth).json()
     assert f"draft {listed[0]['id']} (model)" in result.stderr
+
+
+def test_a_client_gone_mid_stream_leaves_the_text_so_far(live: LiveServer) -> None:
+    """The client hangs up after the first delta: the draft is stored `incomplete`
+    (client_gone) with the text the model had written by then, and can be continued."""
+    shape(live, {"kind": "stall", "after_tokens": 3, "seconds": 5})
+    headers = {**live.auth, "accept": "text/event-stream"}
+    with httpx.stream(
+        "POST", f"{live.url}/api/v1/drafts", json=ASK, headers=headers, timeout=30
+    ) as response:
+        lines = response.iter_lines()
+        start = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+        assert next(lines) == ""
+        assert next(lines) == "event: delta"
+    deadline = datetime.now(UTC) + timedelta(seconds=20)
+    draft = stored(live, start["draft_id"])
+    while draft["status"] == "streaming" and datetime.now(UTC) < deadline:
+        draft = stored(live, start["draft_id"])
+    assert (draft["status"], draft["incomplete_reason"]) == ("incomplete", "client_gone")
+    assert draft["partial_text"].startswith("Subject: ")
+    assert (
+        httpx.post(
+            f"{live.url}/api/v1/drafts/{start['draft_id']}/continue", headers=live.auth, timeout=30
+        ).json()["status"]
+        == "complete"
+    )

@@ -124,6 +124,7 @@ class ModelChain:
         self.models = models
         self.first_token_s = first_token_s
         self.stall_s = stall_s
+        self._sdk_lock = asyncio.Lock()
         config = replace(base.config, attempt_timeout_s=deadline_s, retry=RetryConfig(attempts=1))
         observer = _AsProvider(stats, client.name)
         self.policies: Mapping[str, Policy] = {
@@ -134,9 +135,11 @@ class ModelChain:
         """Started, Text…, Ended from the first model that gives a first token; Exhausted if
         none does."""
         if self.client._sdk is None:
-            # The SDK's first import takes seconds: done off the loop and outside any model's
-            # first-token deadline.
-            await asyncio.to_thread(self.client.sdk)
+            # The SDK's first import takes seconds: done once, off the loop and outside any
+            # model's first-token deadline.
+            async with self._sdk_lock:
+                if self.client._sdk is None:
+                    await asyncio.to_thread(self.client.sdk)
         reasons: dict[str, str] = {}
         for index, model in enumerate(self.models):
             last = index == len(self.models) - 1
