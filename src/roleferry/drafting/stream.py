@@ -20,6 +20,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -148,7 +149,7 @@ class ModelChain:
             try:
                 opened = await self.policies[model].call(
                     MESSAGES,
-                    lambda _timeout, m=model: self._open(m, call, overall),  # type: ignore[misc]
+                    partial(self._open, model, call, overall),
                     deadline=Deadline(allowed),
                 )
             except CallError as error:
@@ -164,9 +165,10 @@ class ModelChain:
             return
         yield Exhausted(reasons)
 
-    async def _open(self, model: str, call: Call, overall: Deadline) -> _Opened:
+    async def _open(self, model: str, call: Call, overall: Deadline, _timeout: float) -> _Opened:
         """Sends the call and reads up to its first text; closes the stream on any failure
-        (including the policy's timeout cancelling it)."""
+        (including the policy's timeout cancelling it, which bounds the wait: the SDK's own
+        timeout is the overall deadline)."""
         started = time.perf_counter()
         manager = self.client.sdk().messages.stream(
             model=model,
