@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +24,7 @@ from roleferry.runtime import Runtime
 from roleferry.users.models import utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["drafts"])
+log = structlog.get_logger(__name__)
 
 SSE = "text/event-stream"
 DraftId = Annotated[str, Path(max_length=64, description="A draft's id, drf_…")]
@@ -108,10 +110,23 @@ def chain_of(runtime: Runtime, request: Request) -> ModelChain:
     return built[1]
 
 
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
 def _sse(events: AsyncIterator[service.Event]) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
-        async for name, data in events:
-            yield f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+        """The run's events; a failure of ours mid-stream (the database gone) ends with an
+        `error` event, so the client is told rather than cut off."""
+        try:
+            async for name, data in events:
+                yield _event(name, data)
+        except Exception as exc:
+            log.error("draft_stream_failed", error_type=type(exc).__name__, exc_info=True)
+            yield _event(
+                "error",
+                {"code": "internal_error", "message": "the draft failed on our side; try again"},
+            )
 
     return StreamingResponse(
         body(), media_type=SSE, headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
