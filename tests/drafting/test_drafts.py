@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -348,7 +349,8 @@ def test_on_postgresql_drafts_break_continue_and_refuse_nul_edits(
     postgres_url: str, tmp_path: Path, nul: str
 ) -> None:
     """PostgreSQL: a NUL in the input stays out of stored text, a broken stream is stored and
-    continued, and an edit with a NUL is a 422, not a database error."""
+    continued (of two continues at once, one wins, the other is a 409), and an edit with a
+    NUL is a 422, not a database error."""
     ask = {**ASK, "recipient": {**ASK["recipient"], "title": f"VP{nul}Product"}}
     with live_server(
         tmp_path, database_url=postgres_url, anthropic_models=FIRST, draft_stall_s=0.5
@@ -356,8 +358,15 @@ def test_on_postgresql_drafts_break_continue_and_refuse_nul_edits(
         shape(live, {"kind": "cut", "after_tokens": 3})
         incomplete = events(live, body=ask)[-1][1]
         assert stored(live, incomplete["draft_id"])["status"] == "incomplete"
-        done = events(live, f"/api/v1/drafts/{incomplete['draft_id']}/continue", None)[-1][1]
-        assert done["source"] == "model"
+        resume = f"{live.url}/api/v1/drafts/{incomplete['draft_id']}/continue"
+        with ThreadPoolExecutor(2) as pool:
+            answers = list(
+                pool.map(lambda _: httpx.post(resume, headers=live.auth, timeout=30), range(2))
+            )
+        assert sorted(a.status_code for a in answers) == [200, 409]
+        done = next(a for a in answers if a.status_code == 200).json()
+        assert (done["status"], done["source"]) == ("complete", "model")
+        done["draft_id"] = done["id"]
         url = f"{live.url}/api/v1/drafts/{done['draft_id']}"
         refused = httpx.patch(url, json={"body": f"a{nul}b"}, headers=live.auth)
         assert refused.status_code == 422
