@@ -3,6 +3,7 @@
 from roleferry.db import Base
 from roleferry.drafting.models import Draft
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
+from roleferry.executors import ExecutorHeartbeat
 from roleferry.notifications.models import CallbackSecret, Notification
 from roleferry.outreach.models import OutreachMessage, Suppression
 from roleferry.payments.models import CreditEntry, Payment
@@ -19,6 +20,7 @@ __all__ = [
     "Draft",
     "EnrichmentItem",
     "EnrichmentJob",
+    "ExecutorHeartbeat",
     "Notification",
     "OutreachMessage",
     "Payment",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
+from roleferry.api.times import UtcDateTime
 from roleferry.drafting import service
 from roleferry.drafting.models import Draft
 from roleferry.drafting.prompt import DraftRequest
@@ -46,11 +46,11 @@ class DraftOut(BaseModel):
     incomplete_reason: str | None
     edited_subject: str | None = Field(description="Your edit, kept beside the original.")
     edited_body: str | None
-    edited_at: datetime | None
+    edited_at: UtcDateTime | None
     request: dict[str, Any]
     usage: Usage
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
     @classmethod
     def of(cls, draft: Draft) -> DraftOut:
@@ -114,7 +114,7 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def _sse(events: AsyncIterator[service.Event]) -> StreamingResponse:
+def _sse(events: AsyncIterator[service.Event], status_code: int) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
         """The run's events; a failure of ours mid-stream (the database gone) ends with an
         `error` event, so the client is told rather than cut off."""
@@ -129,7 +129,10 @@ def _sse(events: AsyncIterator[service.Event]) -> StreamingResponse:
             )
 
     return StreamingResponse(
-        body(), media_type=SSE, headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+        body(),
+        status_code=status_code,
+        media_type=SSE,
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
@@ -144,7 +147,7 @@ async def _answer(
         new=status_code == 201,
     )
     if SSE in request.headers.get("accept", ""):
-        return _sse(run.events())
+        return _sse(run.events(), status_code)
     async for _event in run.events():
         pass
     async with runtime.db.session() as session:

@@ -1,7 +1,7 @@
 """drafts: AI-written outreach emails, their partial text and the user's edit
 
-Revision ID: d13a_drafts
-Revises: 0004
+Revision ID: 0010_drafts
+Revises: 0009_job_max_wait
 Create Date: 2026-11-26 05:20:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "d13a_drafts"
-down_revision: str | None = "0004"
+revision: str = "0010_drafts"
+down_revision: str | None = "0009_job_max_wait"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
