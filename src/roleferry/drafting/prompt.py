@@ -10,34 +10,46 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from roleferry.api.inputs import NOT_BLANK, Domain
+
 Tone = Literal["friendly", "formal", "direct"]
 
-Short = Field(None, max_length=200)
+# Text fields: absent is "", given is not blank (the same rule in the schema and here).
+Name = Annotated[str, Field(max_length=200, pattern=NOT_BLANK)]
+_NAMED = ("name", "full_name", "first_name", "last_name")
 
 
 class Recipient(BaseModel):
     """Who the email goes to: a contact from a search or an enrichment result as it came
-    (other fields are ignored), or just a name and a company."""
+    (other fields are ignored), or just a name and a company or domain."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "allOf": [
+                {"anyOf": [{"required": [f]} for f in _NAMED]},
+                {"anyOf": [{"required": ["company"]}, {"required": ["domain"]}]},
+            ]
+        },
+    )
 
-    name: str | None = Short
-    full_name: str | None = Short
-    first_name: str | None = Short
-    last_name: str | None = Short
-    title: str | None = Short
-    company: str | None = Short
-    domain: str | None = Field(None, max_length=253)
+    name: Name = ""
+    full_name: Name = ""
+    first_name: Name = ""
+    last_name: Name = ""
+    title: Name = ""
+    company: Name = ""
+    domain: Domain = ""
 
     @model_validator(mode="after")
     def _named_and_placed(self) -> Recipient:
-        if not self.display_name:
+        if not any(getattr(self, f).strip() for f in _NAMED):
             raise ValueError("give the recipient's name (name, or first_name and last_name)")
-        if not (self.company or self.domain):
+        if not (self.company.strip() or self.domain):
             raise ValueError("give the recipient's company or domain")
         return self
 
@@ -48,11 +60,14 @@ class Recipient(BaseModel):
 
     @property
     def first(self) -> str:
-        return _clean(self.first_name or self.display_name.split(" ")[0])
+        return _clean(self.first_name or self.display_name.split(" ")[0]) or "there"
 
     @property
     def where(self) -> str:
-        return _clean(self.company or self.domain or "")
+        return _clean(self.company or self.domain) or self.domain
+
+
+Link = Annotated[str, Field(min_length=1, max_length=300, pattern=NOT_BLANK)]
 
 
 class Aim(BaseModel):
@@ -60,15 +75,9 @@ class Aim(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    role: str = Field(min_length=1, max_length=120)
+    role: str = Field(min_length=1, max_length=120, pattern=NOT_BLANK)
     about: str | None = Field(None, max_length=300)
-    links: list[str] = Field(default_factory=list, max_length=5)
-
-    @model_validator(mode="after")
-    def _short_links(self) -> Aim:
-        if any(len(link) > 300 or not link.strip() for link in self.links):
-            raise ValueError("links: each must be a non-empty URL of at most 300 characters")
-        return self
+    links: list[Link] = Field(default_factory=list, max_length=5)
 
 
 class DraftRequest(BaseModel):
@@ -102,7 +111,7 @@ def user_prompt(request: DraftRequest) -> str:
     recipient = [f"name: {r.display_name}"]
     recipient += [f"title: {_clean(r.title)}"] if r.title else []
     recipient += [f"company: {r.where}"]
-    recipient += [f"domain: {_clean(r.domain)}"] if r.domain and r.company else []
+    recipient += [f"domain: {r.domain}"] if r.domain and r.company else []
     sender = [f"role: {_clean(a.role)}"]
     sender += [f"about: {_clean(a.about)}"] if a.about else []
     sender += [f"link: {_clean(link)}" for link in a.links]

@@ -73,18 +73,20 @@ class DraftOut(BaseModel):
         )
 
 
-class DraftEdit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# Not blank, and no NUL (which PostgreSQL cannot store in text).
+EDIT_TEXT = r"^[^\x00]*[^\s\x00\x1c-\x1f][^\x00]*$"
 
-    subject: str | None = Field(None, min_length=1, max_length=300)
-    body: str | None = Field(None, min_length=1, max_length=20_000)
+
+class DraftEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    subject: str = Field("", max_length=300, pattern=EDIT_TEXT)
+    body: str = Field("", max_length=20_000, pattern=EDIT_TEXT)
 
     @model_validator(mode="after")
     def _something(self) -> DraftEdit:
-        if self.subject is None and self.body is None:
+        if not (self.subject or self.body):
             raise ValueError("give subject, body or both")
-        if "\x00" in (self.subject or "") + (self.body or ""):
-            raise ValueError("subject and body cannot hold NUL characters")
         return self
 
 
@@ -234,9 +236,9 @@ async def edit_draft(
         draft = await service.owned(session, user.id, draft_id)
         if draft.status == "streaming":
             raise Conflict(f"draft {draft_id!r} is still being written; edit it once it ends")
-        if edit.subject is not None:
+        if edit.subject:
             draft.edited_subject = edit.subject
-        if edit.body is not None:
+        if edit.body:
             draft.edited_body = edit.body
         draft.edited_at = utcnow()
         await session.flush()

@@ -77,7 +77,7 @@ async def prepare(db: Database, user_id: str, request: DraftRequest, daily_token
         id=new_id("drf"),
         user_id=user_id,
         status="streaming",
-        request=request.model_dump(mode="json"),
+        request=request.model_dump(mode="json", exclude_defaults=True),
         input_tokens=0,
         output_tokens=0,
         created_at=now,
