@@ -5,7 +5,8 @@ or the API's own error with its details) rather than a bare status."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,34 +153,67 @@ class ApiClient:
         **kwargs: Any,
     ) -> httpx.Response:
         """The answer when its status is in `ok` and its JSON has `fields`; else a ClientError."""
-        where = f"{self.server.url} ({self.server.source})"
         try:
             response = self._http.request(
                 method, path, headers={**self.auth, **(headers or {})}, **kwargs
             )
         except httpx.TransportError as exc:
-            raise ClientError(
-                f"cannot reach {where}: is `roleferry serve` running there? ({exc})"
-            ) from exc
+            raise self._unreachable(exc) from exc
         if response.status_code in ok:
             missing = _missing_fields(response, fields)
             if not missing:
                 return response
             raise ClientError(
-                f"{where} answered {method} {path} without {', '.join(missing)}: is that "
+                f"{self._where} answered {method} {path} without {', '.join(missing)}: is that "
                 "address another service, or a roleferry of another version?"
             )
+        raise self._refusal(response, method, path)
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[httpx.Response]:
+        """The answer, read as it arrives, when its status is in `ok`; else a ClientError, as
+        `request` says it (`roleferry draft` reads its text this way)."""
+        try:
+            with self._http.stream(
+                method, path, headers={**self.auth, **(headers or {})}, **kwargs
+            ) as response:
+                if response.status_code not in ok:
+                    response.read()
+                    raise self._refusal(response, method, path)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
+    @property
+    def _where(self) -> str:
+        return f"{self.server.url} ({self.server.source})"
+
+    def _unreachable(self, exc: httpx.TransportError) -> ClientError:
+        return ClientError(
+            f"cannot reach {self._where}: is `roleferry serve` running there? ({exc})"
+        )
+
+    def _refusal(self, response: httpx.Response, method: str, path: str) -> ClientError:
+        """What a status outside `ok` means: the API's own error, or not roleferry at all."""
         error = _error_of(response)
         if error is None:
-            raise ClientError(
-                f"{where} answered {method} {path} with HTTP {response.status_code}, "
+            return ClientError(
+                f"{self._where} answered {method} {path} with HTTP {response.status_code}, "
                 "but not as roleferry does: is that address another service?"
             )
         if response.status_code == 401:
-            raise ClientError(
+            return ClientError(
                 f"{self.server.url} refused the API key {self.key_source}: {error['message']}"
             )
-        raise ClientError(error["message"], detail_lines(error.get("details")))
+        return ClientError(error["message"], detail_lines(error.get("details")))
 
 
 def _missing_fields(response: httpx.Response, fields: tuple[str, ...]) -> list[str]:

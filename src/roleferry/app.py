@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +14,7 @@ from roleferry import __version__
 from roleferry.api import health
 from roleferry.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from roleferry.config import Settings
+from roleferry.drafting import routes as draft_routes
 from roleferry.enrichment import routes as enrichment_routes
 from roleferry.errors import (
     AUTHENTICATED_ERRORS,
@@ -56,6 +59,9 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         reconciler.start()
         if sandbox is not None:
             await sandbox.start()
+        # The Anthropic SDK takes seconds to import (ten under load): imported beside serving,
+        # so that the first drafts do not wait for it.
+        sdk_import = asyncio.create_task(asyncio.to_thread(importlib.import_module, "anthropic"))
         # What start-up built (the sandbox world, routes, models, SDKs) lives as long as the
         # app: frozen, it is no longer walked by every full collection, which took up to
         # 110 ms and set the webhook acknowledgement p99 (docs/performance.md).
@@ -64,6 +70,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await sdk_import
             gc.unfreeze()
             await reconciler.stop()
             if sandbox is not None:
@@ -102,6 +109,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         enrichment_routes.router,
         notification_routes.router,
         payment_routes.router,
+        draft_routes.router,
         webhook_routes.admin,
     ):
         app.include_router(router, responses=documented_errors(AUTHENTICATED_ERRORS))

@@ -445,6 +445,54 @@ def search(
 
 
 @app.command()
+def draft(
+    to: Annotated[str, typer.Option("--to", help='The recipient\'s name, e.g. "Jane Doe".')],
+    company: Annotated[str, typer.Option(help="Their company or its domain, e.g. acme.com.")],
+    role: Annotated[str, typer.Option(help="The role you want there.")],
+    about: Annotated[str | None, typer.Option(help="One line about you, for the email.")] = None,
+    tone: Annotated[str, typer.Option(help="friendly, formal or direct.")] = "friendly",
+    length: Annotated[int, typer.Option(help="About this many words.")] = 120,
+    server: ServerOption = None,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Write an outreach email with AI through a running server, printed as it streams."""
+    from roleferry.drafting.terminal import follow
+
+    recipient = {"name": to, ("domain" if "." in company else "company"): company}
+    body = {"recipient": recipient, "aim": {"role": role, "about": about}}
+    body |= {"tone": tone, "length": length}
+
+    def write(text: str) -> None:
+        typer.echo(text, nl=False)
+
+    def note(text: str) -> None:
+        typer.secho(text, err=True, fg=typer.colors.YELLOW)
+
+    try:
+        with (
+            _client(server, api_key, timeout=60) as client,
+            client.stream(
+                "POST",
+                "/api/v1/drafts",
+                ok=(201,),
+                json=body,
+                headers={"Accept": "text/event-stream"},
+            ) as response,
+        ):
+            last = follow(response.iter_lines(), write, note)
+    except ClientError as exc:
+        _fail_with(exc)
+    if last["event"] == "incomplete":
+        _fail(
+            f"the stream broke ({last['reason']}); the text so far is saved: continue it with "
+            f"POST /api/v1/drafts/{last['draft_id']}/continue"
+        )
+    if last["event"] != "done":
+        _fail("the server ended the draft without finishing it; try again")
+    typer.secho(f"draft {last['draft_id']} ({last['source']})", err=True, dim=True)
+
+
+@app.command()
 def enrich(
     csv_file: Annotated[
         Path,

@@ -147,6 +147,23 @@ class Settings(PaymentSettings, _ProviderSettings):
         10.0, gt=0, description="How often metrics go to the DogStatsD agent."
     )
 
+    anthropic_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["claude-sonnet-4-6", "claude-haiku-4-5"],
+        description="The drafting model chain, tried in order: claude-sonnet-4-6,claude-haiku-4-5",
+    )
+    draft_first_token_s: float = Field(
+        3.0, gt=0, le=60, description="A model's first token deadline, but the last model's."
+    )
+    draft_deadline_s: float = Field(
+        20.0, gt=0, le=300, description="A draft's overall deadline, first token to last."
+    )
+    draft_stall_s: float = Field(
+        5.0, gt=0, le=60, description="A stream with no event this long is broken."
+    )
+    draft_daily_tokens: int = Field(
+        200_000, ge=0, description="Model tokens one user may use a day (UTC); 0: no limit."
+    )
+
     sandbox_seed: int = 7
     sandbox_faults: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -172,6 +189,7 @@ class Settings(PaymentSettings, _ProviderSettings):
         "callback_allowed_networks",
         "sandbox_webhook_targets",
         "no_hedge",
+        "anthropic_models",
         mode="before",
     )
     @classmethod
@@ -192,6 +210,13 @@ class Settings(PaymentSettings, _ProviderSettings):
         allowed = {s.name for s in SPECS if s.offers(Capability.EMAIL_FINDER)}
         if set(value) - allowed:
             raise ValueError(f"no_hedge must list some of {sorted(allowed)}")
+        return value
+
+    @field_validator("anthropic_models")
+    @classmethod
+    def _some_models(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value) or any(len(m) > 100 for m in value):
+            raise ValueError("anthropic_models must name at least one model, each once")
         return value
 
     @field_validator("user_rate_limit")

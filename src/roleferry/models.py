@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic and tests see the whole schema."""
 
 from roleferry.db import Base
+from roleferry.drafting.models import Draft
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.executors import ExecutorHeartbeat
 from roleferry.notifications.models import CallbackSecret, Notification
@@ -25,6 +26,7 @@ __all__ = [
     "CreditEntry",
     "CreditPosting",
     "CreditReservation",
+    "Draft",
     "EnrichmentItem",
     "EnrichmentJob",
     "ExecutorHeartbeat",

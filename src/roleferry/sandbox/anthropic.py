@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from roleferry.sandbox.anthropic_faults import CutConnection, StreamFault, take
 from roleferry.sandbox.common import ProviderHTTPError, json_object, json_response, sandbox_of
 
 REQUESTS_PER_MINUTE = 50
@@ -88,36 +89,50 @@ _CLOSERS = (
 )
 
 
-def _prompt_text(body: dict[str, Any]) -> str:
+def _content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+    return ""
+
+
+def _prompt_text(body: dict[str, Any]) -> tuple[str, str]:
+    """The prompt (system and messages), and the assistant's prefill: a last message of the
+    assistant's, which the reply continues."""
     parts: list[str] = []
     system = body.get("system")
     if isinstance(system, str):
         parts.append(system)
-    for message in body.get("messages", []):
-        content = message.get("content")
-        if isinstance(content, str):
-            parts.append(content)
-        elif isinstance(content, list):
-            parts += [b.get("text", "") for b in content if isinstance(b, dict)]
-    return "\n".join(parts)
+    messages = list(body.get("messages", []))
+    prefill = ""
+    if messages and messages[-1].get("role") == "assistant":
+        prefill = _content_text(messages.pop().get("content"))
+    parts += [_content_text(m.get("content")) for m in messages]
+    return "\n".join(parts), prefill
 
 
 def write_email(prompt: str) -> str:
     """A short, plausible outreach note; the same prompt always gets the same note."""
     pick = int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
-    name = re.search(r"\b(?:to|Hi|Dear|named|for)\s+([A-Z][a-z]+)(?:\s+[A-Z][a-z]+)?", prompt)
-    company = re.search(r"\bat\s+([A-Z][\w&.-]+(?:\s+[A-Z][\w&.-]+)?)", prompt)
-    role = re.search(
+    name = re.search(r"^name: ([A-Z][\w'-]+)", prompt, re.M) or re.search(
+        r"\b(?:to|Hi|Dear|named|for)\s+([A-Z][a-z]+)(?:\s+[A-Z][a-z]+)?", prompt
+    )
+    company = re.search(r"^company: (\S[^\n]{0,60})", prompt, re.M) or re.search(
+        r"\bat\s+([A-Z][\w&.-]+(?:\s+[A-Z][\w&.-]+)?)", prompt
+    )
+    role = re.search(r"^role: (\S[^\n]{0,60})", prompt, re.M) or re.search(
         r"\b(?:for (?:the|a|an)\s+)([\w\s/-]{3,40}?)\s+(?:role|position|opening)", prompt
     )
     greeting = f"Hi {name.group(1)}," if name else "Hi there,"
-    opener = _OPENERS[pick % 3].format(
-        company=company.group(1) if company else "your company",
-        role=f"the {role.group(1).strip()} role" if role else "an open role",
-    )
+    the_role = f"the {role.group(1).strip()} role" if role else "an open role"
+    the_company = company.group(1).strip() if company else "your company"
+    opener = _OPENERS[pick % 3].format(company=the_company, role=the_role)
+    # Asked for a subject line (as our drafting prompt does), the note starts with one.
+    subject = f"Subject: About {the_role} at {the_company}\n\n" if "Subject:" in prompt else ""
     return (
-        f"{greeting}\n\n{opener} {_MIDDLES[(pick // 3) % 3]}\n\n{_CLOSERS[(pick // 9) % 3]}\n\n"
-        "Best regards"
+        f"{subject}{greeting}\n\n{opener} {_MIDDLES[(pick // 3) % 3]}\n\n"
+        f"{_CLOSERS[(pick // 9) % 3]}\n\nBest regards"
     )
 
 
@@ -175,10 +190,17 @@ def _authorize(request: Request) -> dict[str, str]:
     return headers
 
 
-def _compose(body: dict[str, Any]) -> tuple[list[str], str, str | None, int]:
-    """The pieces to send, the stop reason, the stop sequence, and the input token count."""
-    prompt = _prompt_text(body)
-    text = write_email(prompt)
+def _compose(
+    body: dict[str, Any], fault: StreamFault | None = None
+) -> tuple[list[str], str, str | None, int]:
+    """The pieces to send, the stop reason, the stop sequence, and the input token count. With
+    a prefill, the reply is the rest of the note after it (the whole note if it does not fit)."""
+    prompt, prefill = _prompt_text(body)
+    text = fault.text if fault is not None and fault.kind == "text" and fault.text else None
+    text = text or write_email(prompt)
+    prefill = prefill.rstrip()
+    if prefill and text.startswith(prefill):
+        text = text[len(prefill) :]
     stop_sequence = None
     for stop in body.get("stop_sequences", []):
         if stop in text:
@@ -190,7 +212,7 @@ def _compose(body: dict[str, Any]) -> tuple[list[str], str, str | None, int]:
     if len(pieces) > body["max_tokens"]:
         pieces = pieces[: body["max_tokens"]]
         reason, stop_sequence = "max_tokens", None
-    return pieces, reason, stop_sequence, max(1, len(prompt) // 4)
+    return pieces, reason, stop_sequence, max(1, (len(prompt) + len(prefill)) // 4)
 
 
 def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -236,6 +258,38 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+class _Ended(Exception):
+    """A fault shape ended the stream (after its error event, stall or malformed chunk)."""
+
+
+def _break(fault: StreamFault) -> bytes | None:
+    """What a fault shape sends where it strikes: an error event, a chunk that is not JSON."""
+    if fault.kind == "error_event":
+        error_type = fault.error_type or "overloaded_error"
+        return _sse(
+            "error",
+            {
+                "type": "error",
+                "error": {"type": error_type, "message": fault.message or "Overloaded"},
+            },
+        )
+    if fault.kind == "unknown_event":
+        return _sse("thinking_aloud", {"type": "thinking_aloud", "note": "a future event type"})
+    if fault.kind == "malformed":
+        return b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"del\n\n'
+    return None
+
+
+async def _until_ended(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The stream's bytes until a fault shape ends it; a cut connection propagates, so the
+    server drops the connection without finishing the chunked body."""
+    try:
+        async for chunk in events:
+            yield chunk
+    except _Ended:
+        return
+
+
 def router() -> APIRouter:
     api = APIRouter(prefix="/anthropic/v1")
 
@@ -244,7 +298,14 @@ def router() -> APIRouter:
         headers = _authorize(request)
         body = await json_object(request, AnthropicError)
         _validate(request, body)
-        pieces, reason, stop_sequence, input_tokens = _compose(body)
+        sandbox = sandbox_of(request)
+        fault = take(sandbox.control["anthropic"].faults.stream_faults, body["model"])
+        if fault is not None and fault.kind == "status":
+            error = _body(fault.status, fault.message or _MESSAGES.get(fault.status, "Error"))
+            error["error"]["type"] = fault.error_type or error["error"]["type"]
+            extra = {"retry-after": "1"} if fault.status == 429 else {}
+            return json_response(error, fault.status, {**headers, **extra})
+        pieces, reason, stop_sequence, input_tokens = _compose(body, fault)
         message_id = "msg_" + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b")
         if not body.get("stream"):
             return json_response(
@@ -257,12 +318,15 @@ def router() -> APIRouter:
                 ),
                 headers=headers,
             )
-        sandbox = sandbox_of(request)
         fail_mid_stream = (
             sandbox.control.rng.random() < sandbox.control["anthropic"].faults.mid_stream_error
         )
 
+        stream_fault = fault if fault is not None and fault.kind != "text" else None
+
         async def events() -> AsyncIterator[bytes]:
+            if stream_fault is not None and stream_fault.kind == "slow_first_token":
+                await asyncio.sleep(stream_fault.seconds)
             start = _message(message_id, body["model"], [], (None, None), _usage(input_tokens, 1))
             yield _sse("message_start", {"type": "message_start", "message": start})
             yield _sse(
@@ -275,6 +339,15 @@ def router() -> APIRouter:
             )
             yield _sse("ping", {"type": "ping"})
             for n, piece in enumerate(pieces):
+                if stream_fault is not None and n == stream_fault.after_tokens:
+                    broken = _break(stream_fault)
+                    if broken is not None:
+                        yield broken
+                        await asyncio.sleep(0)
+                    if stream_fault.kind == "stall":
+                        await asyncio.sleep(stream_fault.seconds)
+                    if stream_fault.kind in ("error_event", "stall", "cut", "malformed"):
+                        raise CutConnection if stream_fault.kind == "cut" else _Ended
                 if fail_mid_stream and n == min(3, len(pieces) - 1):
                     yield _sse(
                         "error",
@@ -317,7 +390,7 @@ def router() -> APIRouter:
             yield _sse("message_stop", {"type": "message_stop"})
 
         return StreamingResponse(
-            events(),
+            _until_ended(events()),
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache"},
         )

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from roleferry.sandbox.anthropic_faults import StreamFault
+
 PROVIDERS = ("apollo", "clay", "hunter", "sendgrid", "anthropic", "stripe")
 
 
@@ -63,6 +65,11 @@ class Faults(BaseModel):
     quota: int | None = Field(None, ge=0, description="Hunter: searches left this month.")
     mid_stream_error: float = Field(
         0.0, ge=0, le=1, description="Anthropic: share of streams that end in an error event."
+    )
+    stream_faults: list[StreamFault] = Field(
+        default_factory=list,
+        description="Anthropic: per-request fault shapes, first match by model (see "
+        "sandbox/anthropic_faults.py).",
     )
     duplicate_rate: float = Field(
         0.02, ge=0, le=1, description="SendGrid/Stripe webhooks: share of deliveries sent twice."
