@@ -3,7 +3,17 @@
 from roleferry.db import Base
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.notifications.models import CallbackSecret, Notification
-from roleferry.outreach.models import OutreachMessage, Suppression
+from roleferry.outreach.models import (
+    Enrollment,
+    OutreachMessage,
+    Sender,
+    SequenceDef,
+    SequenceRun,
+    SequenceSend,
+    Suppression,
+    TimelineEntry,
+    UserBlock,
+)
 from roleferry.payments.models import CreditEntry, Payment
 from roleferry.search.cache import CacheEntry
 from roleferry.users.models import ApiKey, User
@@ -17,10 +27,17 @@ __all__ = [
     "CreditEntry",
     "EnrichmentItem",
     "EnrichmentJob",
+    "Enrollment",
     "Notification",
     "OutreachMessage",
     "Payment",
+    "Sender",
+    "SequenceDef",
+    "SequenceRun",
+    "SequenceSend",
     "Suppression",
+    "TimelineEntry",
     "User",
+    "UserBlock",
     "WebhookEvent",
 ]

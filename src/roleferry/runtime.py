@@ -15,6 +15,7 @@ from roleferry import migrations
 from roleferry.config import Settings
 from roleferry.db import Database, DatabaseUrls
 from roleferry.monitoring.integrations import IntegrationStats
+from roleferry.outreach.dispatch import Dispatcher
 from roleferry.process_lock import ProcessLock
 from roleferry.providers.catalog import SPECS
 from roleferry.providers.registry import Providers
@@ -41,6 +42,7 @@ class Runtime:
         self.inbox: InboxProcessor | None = None
         self.inbox_writer: InboxWriter | None = None
         self.dbos_launched = False
+        self.dispatcher: Dispatcher | None = None
         self.clock: Callable[[], float] = time.time
 
     @property
@@ -71,6 +73,15 @@ class Runtime:
         self.inbox_writer.start()
         self.inbox = InboxProcessor(self.database)
         self.inbox.start()
+        self.dispatcher = Dispatcher(
+            self.database,
+            self.providers.clients["sendgrid"],
+            self.settings,
+            self.public_url,
+            lambda: self.clock(),
+        )
+        if self.settings.sequence_dispatch:
+            self.dispatcher.start()
         if launch_dbos:
             self._launch_dbos()
             from roleferry.enrichment import workflows
@@ -92,6 +103,9 @@ class Runtime:
 
             DBOS.destroy()
             self.dbos_launched = False
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            self.dispatcher = None
         if self.inbox_writer is not None:
             await self.inbox_writer.stop()
             self.inbox_writer = None

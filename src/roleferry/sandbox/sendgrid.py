@@ -112,6 +112,9 @@ class SendGridState:
         self.messages: dict[str, list[dict[str, Any]]] = {}
         self.bounces: dict[str, dict[str, Any]] = {}
         self.spam_reports: dict[str, dict[str, Any]] = {}
+        self.unsubscribes: dict[str, dict[str, Any]] = {}
+        self.mail: list[dict[str, Any]] = []
+        """One entry per recipient copy accepted: the oracle for "what did this address get"."""
         self.scheduled: list[tuple[float, dict[str, Any]]] = []
         self.rng = random.Random(seed)
 
@@ -357,6 +360,20 @@ def schedule_events(
                 state.messages.setdefault(message_id, []).append(
                     {"email": email, "sg_message_id": sg_message_id}
                 )
+                state.mail.append(
+                    {
+                        "message_id": message_id,
+                        "sg_message_id": sg_message_id,
+                        "email": email,
+                        "from": (body.get("from") or {}).get("email"),
+                        "reply_to": (body.get("reply_to") or {}).get("email"),
+                        "subject": item.get("subject") or body.get("subject"),
+                        "custom_args": args,
+                        "headers": {**(body.get("headers") or {}), **(item.get("headers") or {})},
+                        "send_at": start,
+                        "accepted_at": now,
+                    }
+                )
 
 
 def _story(
@@ -365,8 +382,14 @@ def _story(
     """What happens to one recipient's copy, deterministic per message."""
     rng = random.Random(f"{state.seed}|{sg_message_id}")
     events: list[tuple[float, dict[str, Any]]] = [(0.05, {"event": "processed"})]
-    if email in state.bounces or email in state.spam_reports:
-        reason = "Bounced Address" if email in state.bounces else "Spam Reporting Address"
+    if email in state.bounces or email in state.spam_reports or email in state.unsubscribes:
+        reason = (
+            "Bounced Address"
+            if email in state.bounces
+            else "Spam Reporting Address"
+            if email in state.spam_reports
+            else "Unsubscribed Address"
+        )
         events.append((0.1, {"event": "dropped", "reason": reason, "status": "5.0.0"}))
         return events
     domain = email.rsplit("@", 1)[-1]
@@ -430,6 +453,7 @@ def _story(
         }
     elif roll < 0.03:
         events.append((2.0, {"event": "unsubscribe"}))
+        state.unsubscribes[email] = {"created": int(time.time()), "email": email}
     return events
 
 
@@ -491,6 +515,14 @@ def router() -> APIRouter:
             _suppressions(request, sandbox_of(request).sendgrid.spam_reports), headers=headers
         )
 
+    @api.get("/suppression/unsubscribes")
+    async def unsubscribes(request: Request) -> JSONResponse:
+        _authorize(request)
+        headers = _rate_headers(request, "api", 600, 60)
+        return json_response(
+            _suppressions(request, sandbox_of(request).sendgrid.unsubscribes), headers=headers
+        )
+
     @api.get("/user/webhooks/event/settings")
     async def get_settings(request: Request) -> JSONResponse:
         _authorize(request)
@@ -534,5 +566,38 @@ def router() -> APIRouter:
         sandbox = sandbox_of(request)
         sandbox.sendgrid.settings.signed = body["enabled"]
         return json_response({"public_key": sandbox.sendgrid_public_key if body["enabled"] else ""})
+
+    return api
+
+
+SUPPRESSION_KINDS = ("bounces", "spam_reports", "unsubscribes")
+
+
+def control_router() -> APIRouter:
+    """Test controls: the mail log, and addresses put on SendGrid's suppression lists."""
+    api = APIRouter(prefix="/_control/sendgrid", tags=["sandbox control"])
+
+    @api.get("/mail")
+    async def mail_log(request: Request) -> JSONResponse:
+        """Every accepted recipient copy, oldest first; `?email=` narrows to one address."""
+        email = (request.query_params.get("email") or "").strip().lower()
+        rows = sandbox_of(request).sendgrid.mail
+        return json_response([r for r in rows if not email or r["email"] == email])
+
+    @api.post("/suppressions/{kind}")
+    async def suppress(request: Request, kind: str) -> JSONResponse:
+        """Puts addresses on one of SendGrid's lists, as if they had bounced or complained."""
+        if kind not in SUPPRESSION_KINDS:
+            raise SendGridError(
+                404, f"unknown list {kind!r}; one of {', '.join(SUPPRESSION_KINDS)}"
+            )
+        body = await json_object(request, SendGridError)
+        emails = body.get("emails")
+        if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+            raise SendGridError(400, 'send {"emails": ["…"]}', field="emails")
+        rows = getattr(sandbox_of(request).sendgrid, kind)
+        for email in emails:
+            rows[email.strip().lower()] = {"created": int(time.time()), "email": email.lower()}
+        return json_response({"added": len(emails)})
 
     return api

@@ -4,7 +4,8 @@ so an event's effects and its `applied` mark commit together or not at all.
 SendGrid: a message's delivery state only moves forward by rank (processed < deferred <
 delivered < bounced|dropped), so events may arrive in any order and a late `delivered` never
 overwrites a `bounce`; `open` and `click` are counted; `bounce`, `dropped`, `spamreport` and
-`unsubscribe` add the address to the suppression list.
+`unsubscribe` add the address to the suppression list; events of sequence sends (custom arg
+`send_id`) go to their enrolments (`outreach.events`).
 
 Stripe: payment state per Checkout Session / PaymentIntent; credits go through a ledger whose
 unique reference (`purchase:<payment>`) makes a payment credit its user exactly once, however
@@ -19,6 +20,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roleferry.outreach import events as sequence_events
 from roleferry.outreach.models import OutreachMessage, Suppression
 from roleferry.payments.models import CreditEntry, Payment
 from roleferry.users.models import User, utcnow
@@ -41,7 +43,7 @@ SUPPRESSING = {
     "unsubscribe": "unsubscribe",
     "group_unsubscribe": "unsubscribe",
 }
-SENDGRID_FIELDS = ("email", "outreach_id", "sg_message_id")
+SENDGRID_FIELDS = ("email", "outreach_id", "sg_message_id", "send_id")
 """The payload fields SendGrid effects read: the processor loads these, not whole payloads."""
 CENTS_PER_CREDIT = 10
 
@@ -104,6 +106,7 @@ class Effects:
                     for e, (r, s) in sorted(suppress.items())
                 ],
             )
+        await sequence_events.apply(self.session, events)
 
     async def apply_stripe(self, event: InboxEvent) -> None:
         obj = (event.payload.get("data") or {}).get("object") or {}
