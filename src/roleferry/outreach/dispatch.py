@@ -57,7 +57,6 @@ from roleferry.users.models import User
 log = structlog.get_logger(__name__)
 
 DAY_S = 86_400.0
-SENDER_PAUSED_RECHECK_S = 300.0
 DOMAIN_RECHECK_S = 60.0
 SEND_DEADLINE_S = 30.0
 SYNC_PAGE = 500
@@ -225,7 +224,14 @@ class Dispatcher:
             due = list(
                 await session.scalars(
                     select(SequenceSend)
-                    .where(SequenceSend.state == "scheduled", SequenceSend.due_at <= now)
+                    .where(
+                        SequenceSend.state == "scheduled",
+                        SequenceSend.due_at <= now,
+                        # A paused sender's steps keep their due time and wait here.
+                        SequenceSend.sender_id.not_in(
+                            select(Sender.id).where(Sender.paused.is_(True))
+                        ),
+                    )
                     .order_by(SequenceSend.due_at, SequenceSend.id)
                     .limit(self.settings.sequence_batch)
                     .with_for_update(skip_locked=True)
@@ -300,7 +306,6 @@ class Dispatcher:
                     to_end["failed"].append(enrollment.id)
                     continue
                 if sender.paused:
-                    send.due_at = now + SENDER_PAUSED_RECHECK_S
                     continue
                 today = int(now // DAY_S)
                 if sender.day != today:

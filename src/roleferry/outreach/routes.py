@@ -201,13 +201,11 @@ async def _owned(session: SessionDep, model: Any, id_: str, user_id: str, what: 
 
 
 @router.post("/senders", status_code=status.HTTP_201_CREATED, response_model=SenderOut)
-async def create_sender(
-    body: SenderIn, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
-) -> SenderOut:
+async def create_sender(body: SenderIn, user: CurrentUser, runtime: RuntimeDep) -> SenderOut:
     sender = Sender(user_id=user.id, started_at=runtime.clock(), **body.model_dump())
     sender.email = sender.email.lower()
-    session.add(sender)
-    await session.commit()
+    async with runtime.db.write_session() as session:
+        session.add(sender)
     return _sender_out(sender)
 
 
@@ -221,21 +219,22 @@ async def list_senders(user: CurrentUser, session: SessionDep) -> list[SenderOut
 
 @router.post("/senders/{sender_id}/{action}", response_model=SenderOut)
 async def pause_sender(
-    sender_id: str, action: str, user: CurrentUser, session: SessionDep
+    sender_id: str, action: str, user: CurrentUser, runtime: RuntimeDep
 ) -> SenderOut:
     """`pause` or `resume` a sender (a paused one sends nothing; its steps wait)."""
     if action not in ("pause", "resume"):
         raise NotFound(f"no sender action {action!r}; use pause or resume")
-    sender: Sender = await _owned(session, Sender, sender_id, user.id, "sender")
-    sender.paused = action == "pause"
-    sender.paused_reason = "by_user" if sender.paused else None
-    await session.commit()
+    async with runtime.db.write_session() as session:
+        sender: Sender = await _owned(session, Sender, sender_id, user.id, "sender")
+        sender.paused = action == "pause"
+        sender.paused_reason = "by_user" if sender.paused else None
+    if not sender.paused and runtime.dispatcher is not None:
+        runtime.dispatcher.wake()
     return _sender_out(sender)
 
 
 @router.post("/sequences", status_code=status.HTTP_201_CREATED, response_model=SequenceOut)
-async def create_sequence(body: SequenceIn, user: CurrentUser, session: SessionDep) -> SequenceOut:
-    await _owned(session, Sender, body.sender_id, user.id, "sender")
+async def create_sequence(body: SequenceIn, user: CurrentUser, runtime: RuntimeDep) -> SequenceOut:
     sequence = SequenceDef(
         user_id=user.id,
         name=body.name,
@@ -246,8 +245,9 @@ async def create_sequence(body: SequenceIn, user: CurrentUser, session: SessionD
         stop_on=body.stop_on,
         domain_hourly_limit=body.domain_hourly_limit,
     )
-    session.add(sequence)
-    await session.commit()
+    async with runtime.db.write_session() as session:
+        await _owned(session, Sender, body.sender_id, user.id, "sender")
+        session.add(sequence)
     return _sequence_out(sequence)
 
 
@@ -339,16 +339,17 @@ async def enroll(
     runtime: RuntimeDep,
 ) -> JSONResponse:
     """Enrols contacts; 202 with the run to follow at Location."""
-    sequence: SequenceDef = await _owned(session, SequenceDef, sequence_id, user.id, "sequence")
+    await _owned(session, SequenceDef, sequence_id, user.id, "sequence")
     contacts, rejected = await _contacts(request, user.id, session)
-    run = await service.enroll(
-        session,
-        sequence,
-        [c.model_dump(exclude_none=True) for c in contacts],
-        rejected,
-        runtime.clock(),
-    )
-    await session.commit()
+    async with runtime.db.write_session() as writer:
+        sequence = await _owned(writer, SequenceDef, sequence_id, user.id, "sequence")
+        run = await service.enroll(
+            writer,
+            sequence,
+            [c.model_dump(exclude_none=True) for c in contacts],
+            rejected,
+            runtime.clock(),
+        )
     if runtime.dispatcher is not None:
         runtime.dispatcher.wake()
     out = await _run_out(session, run)
@@ -445,7 +446,8 @@ async def get_enrollment(
     entries = await session.scalars(
         select(TimelineEntry)
         .where(TimelineEntry.enrollment_id == enrollment.id)
-        .order_by(TimelineEntry.at, TimelineEntry.id)
+        # In the order we learnt of them: SendGrid's event times are whole seconds.
+        .order_by(TimelineEntry.id)
     )
     out.timeline = [
         {"kind": t.kind, "step": t.step, "at": _iso(t.at), "detail": t.detail} for t in entries
