@@ -109,6 +109,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._synced_at = 0.0
+        self._started_at = clock()
 
     def start(self) -> None:
         if self._task is None:
@@ -182,8 +183,12 @@ class Dispatcher:
 
     async def resolve_ambiguous(self, now: float) -> int:
         """Steps `sending` for longer than the ambiguity window with no `processed` event:
-        scheduled again (or ended, if their enrolment has ended meanwhile)."""
+        scheduled again (or ended, if their enrolment has ended meanwhile). The window also
+        runs from this process's start: events SendGrid retried while we were down get that
+        long to arrive before anything is sent again."""
         cutoff = now - self.settings.sequence_ambiguity_s
+        if self._started_at > cutoff:
+            return 0
         async with self.db.write_session() as session:
             stale = list(
                 await session.scalars(

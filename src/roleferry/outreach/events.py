@@ -1,8 +1,9 @@
 """What SendGrid's delivery events do to sequence sends (their `send_id` custom arg names the
 send), in the webhook processor's transaction: each event goes on its enrolment's timeline; a
 `processed` (or later) event settles a send left `sending` with an unknown outcome; bounce,
-spam report and unsubscribe stop the enrolment when its sequence stops on them; a sender whose
-bounce rate passes 2% over at least its last 20 sends pauses itself and notifies."""
+spam report and unsubscribe stop the enrolment when its sequence stops on them, a `dropped`
+(SendGrid refused a suppressed address) always does; a sender whose bounce rate (bounces only,
+not drops) passes 2% over at least its last 20 sends pauses itself and notifies."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ TIMELINE_KIND = {
 }
 STOPS = {
     "bounce": "bounce",
-    "dropped": "bounce",
     "spamreport": "spam_report",
     "unsubscribe": "unsubscribe",
     "group_unsubscribe": "unsubscribe",
@@ -54,6 +54,7 @@ async def apply(session: AsyncSession, events: Sequence[InboxEvent]) -> None:
     }
     bounced_senders: set[str] = set()
     stops: dict[str, list[str]] = {}
+    dropped: list[str] = []
     for event in sorted(mine, key=lambda e: e.occurred_at):
         send = sends.get(event.payload["send_id"])
         if send is None:
@@ -63,13 +64,19 @@ async def apply(session: AsyncSession, events: Sequence[InboxEvent]) -> None:
         if event.type in TIMELINE_KIND and send.state == "sending":
             message_id = str(event.payload.get("sg_message_id") or "").split(".", 1)[0]
             await service.mark_sent(session, send, message_id or None, event.occurred_at)
-        if event.type in ("bounce", "dropped") and send.outcome != "bounced":
+        if event.type == "bounce" and send.outcome != "bounced":
             send.outcome = "bounced"
             bounced_senders.add(send.sender_id)
+        elif event.type == "dropped":
+            # SendGrid refused the address (on its suppression lists): no more mail to it.
+            send.outcome = send.outcome or "dropped"
+            dropped.append(send.enrollment_id)
         if event.type in STOPS:
             stops.setdefault(STOPS[event.type], []).append(send.enrollment_id)
+    at = max(e.occurred_at for e in mine)
     for reason, ids in sorted(stops.items()):
-        await _stop(session, ids, reason, max(e.occurred_at for e in mine))
+        await _stop(session, ids, reason, at)
+    await service.end_enrollments(session, dropped, "suppressed", at)
     for sender_id in sorted(bounced_senders):
         await _check_health(session, sender_id)
 
