@@ -147,6 +147,22 @@ class Lab:
                 await Effects(session).apply_sendgrid(events)
         return len(events)
 
+    async def apply_all_events(self, timeout: float = 10) -> None:
+        """Waits for the `processed` event of every mail in the log, then applies them."""
+        wanted = {m["custom_args"]["send_id"] for m in self.mail()}
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = {
+                event.get("send_id")
+                for _headers, body in self.sb.caught.of("sendgrid")
+                for event in json.loads(body)
+                if event["event"] == "processed"
+            }
+            if wanted <= seen or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        await self.apply_events()
+
     async def states(self) -> dict[str, int]:
         async with self.db.session() as session:
             rows = await session.execute(
