@@ -16,8 +16,8 @@ from roleferry.enrichment import routes as enrichment_routes
 from roleferry.errors import install_error_handlers
 from roleferry.monitoring import routes as monitoring_routes
 from roleferry.notifications import routes as notification_routes
+from roleferry.outreach import inbound, unsubscribe
 from roleferry.outreach import routes as outreach_routes
-from roleferry.outreach import unsubscribe
 from roleferry.runtime import Runtime
 from roleferry.sandbox.app import Sandbox, build_sandbox_app
 from roleferry.search import routes as search_routes
@@ -83,6 +83,7 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     app.include_router(notification_routes.router)
     app.include_router(outreach_routes.router)
     app.include_router(unsubscribe.router)
+    app.include_router(inbound.router)
     app.include_router(webhook_routes.admin)
     app.include_router(web_routes.router)
     if settings.bench_routes:

@@ -223,3 +223,31 @@ def test_other_users_resources_are_404_and_bad_input_says_what_to_fix(live: Live
     )
     assert no_email.status_code == 422
     assert "email" in no_email.json()["error"]["message"]
+
+
+def test_a_reply_through_inbound_parse_stops_the_enrolment(live: LiveServer) -> None:
+    """The simulator's recipient replies: the Inbound Parse form reaches our tokened URL, is
+    matched by In-Reply-To, and the enrolment stops at once; a wrong token is a 404."""
+    sequence_id = setup_sequence(live, steps=2, delay_s=3600)
+    api(
+        live,
+        "POST",
+        f"/api/v1/sequences/{sequence_id}/enrollments",
+        json={"contacts": [{"email": "r@example.org"}, {"email": "quiet@example.org"}]},
+    )
+    wait_for(lambda: len(mail(live)) == 2)
+    inbound = api(live, "GET", "/api/v1/inbound-parse").json()["url"]
+    replied = httpx.post(
+        f"{live.url}/sandbox/_control/sendgrid/reply",
+        json={"email": "r@example.org", "url": inbound},
+        timeout=30,
+    )
+    assert replied.json() == {"status": 200}, replied.text
+    rows = {e["email"]: e for e in api(live, "GET", "/api/v1/enrollments").json()}
+    assert (rows["r@example.org"]["status"], rows["r@example.org"]["stop_reason"]) == (
+        "stopped",
+        "reply",
+    )
+    assert rows["quiet@example.org"]["status"] == "active"
+    forged = httpx.post(f"{live.url}/webhooks/sendgrid/inbound/nope", data={"from": "x"})
+    assert forged.status_code == 404

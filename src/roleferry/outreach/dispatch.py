@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import case, func, select, tuple_, update
 
 from roleferry.background import cancel_and_wait
 from roleferry.config import Settings
@@ -110,6 +110,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._synced_at = 0.0
         self._started_at = clock()
+        self._hold_until = 0.0
 
     def start(self) -> None:
         if self._task is None:
@@ -164,21 +165,32 @@ class Dispatcher:
                 await asyncio.wait_for(self._wake.wait(), self.settings.sequence_tick_s)
 
     async def tick(self) -> TickResult:
-        """One pass: resolve ambiguous sends, claim what is due, send it, record it."""
+        """One pass: resolve ambiguous sends, claim what is due, send it, record it. While
+        the SendGrid budget is spent (or its breaker open) nothing is claimed, and claimed
+        steps that found it spent go back to `scheduled` together."""
         result = TickResult()
         now = self.clock()
         result.resent = await self.resolve_ambiguous(now)
+        if now < self._hold_until:
+            return result
         claimed = await self.claim(now, result)
         if not claimed:
             return result
         claimed = await self.recheck(claimed, result)
         gate = asyncio.Semaphore(self.settings.sequence_send_concurrency)
+        held: list[Claimed] = []
 
         async def one(item: Claimed) -> None:
             async with gate:
-                await self.send(item, result)
+                if self.clock() < self._hold_until:
+                    held.append(item)
+                else:
+                    await self.send(item, result, held)
 
         await asyncio.gather(*(one(c) for c in claimed))
+        if held:
+            result.retried += len(held)
+            await self._release(held, self._hold_until)
         return result
 
     async def resolve_ambiguous(self, now: float) -> int:
@@ -426,7 +438,12 @@ class Dispatcher:
             await service.end_enrollments(session, suppressed_enrollments, "suppressed", now)
             return keep
 
-    async def send(self, item: Claimed, result: TickResult) -> None:
+    async def send(
+        self, item: Claimed, result: TickResult, held: list[Claimed] | None = None
+    ) -> None:
+        """Sends one claimed step and records the outcome. A refusal that proves nothing
+        left (budget spent, breaker open, 429, connection refused) holds the dispatcher
+        for the wait it named and puts the step in `held` (or back at once)."""
         try:
             message_id = await self.client.send_once(
                 item.message, deadline=Deadline(SEND_DEADLINE_S)
@@ -437,8 +454,13 @@ class Dispatcher:
             return
         except (Refusal, ProviderError) as exc:
             if isinstance(exc, Refusal) or exc.retryable:
-                result.retried += 1
-                await self._record_not_sent(item, exc)
+                wait = float(getattr(exc, "retry_in", None) or exc.retry_after or 1.0)
+                self._hold_until = max(self._hold_until, self.clock() + wait)
+                if held is not None:
+                    held.append(item)
+                else:
+                    result.retried += 1
+                    await self._release([item], self._hold_until)
             else:
                 await self._record_failed(item, exc)
                 result.ended["failed"] += 1
@@ -455,23 +477,27 @@ class Dispatcher:
                 session, item.enrollment_id, "outcome_unknown", self.clock(), item.step, exc.kind
             )
 
-    async def _record_not_sent(self, item: Claimed, exc: ProviderError) -> None:
-        """A refusal before anything was queued: back to `scheduled`, the cap slot returned."""
-        wait = getattr(exc, "retry_in", None) or exc.retry_after or 5.0
-        now = self.clock()
+    async def _release(self, items: list[Claimed], due_at: float) -> None:
+        """Steps refused before anything left: back to `scheduled`, their cap slots returned."""
         async with self.db.write_session() as session:
             moved = await session.execute(
                 update(SequenceSend)
-                .where(SequenceSend.id == item.send_id, SequenceSend.state == "sending")
-                .values(state="scheduled", due_at=now + float(wait), detail=exc.kind)
+                .where(
+                    SequenceSend.id.in_([i.send_id for i in items]),
+                    SequenceSend.state == "sending",
+                )
+                .values(state="scheduled", due_at=due_at)
                 .returning(SequenceSend.sender_id)
             )
-            sender_id = moved.scalar()
-            if sender_id is not None:
+            for sender_id, count in sorted(Counter(moved.scalars()).items()):
                 await session.execute(
                     update(Sender)
-                    .where(Sender.id == sender_id, Sender.sent_today > 0)
-                    .values(sent_today=Sender.sent_today - 1)
+                    .where(Sender.id == sender_id)
+                    .values(
+                        sent_today=case(
+                            (Sender.sent_today > count, Sender.sent_today - count), else_=0
+                        )
+                    )
                 )
 
     async def _record_failed(self, item: Claimed, exc: ProviderError) -> None:

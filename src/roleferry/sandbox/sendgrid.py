@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Request, Response
@@ -583,6 +584,39 @@ def control_router() -> APIRouter:
         email = (request.query_params.get("email") or "").strip().lower()
         rows = sandbox_of(request).sendgrid.mail
         return json_response([r for r in rows if not email or r["email"] == email])
+
+    @api.post("/reply")
+    async def reply(request: Request) -> JSONResponse:
+        """The recipient `email` replies to the last mail it got: the simulator posts an
+        Inbound Parse form (headers with In-Reply-To, from, to, text, envelope) to `url`."""
+        body = await json_object(request, SendGridError)
+        email = str(body.get("email") or "").strip().lower()
+        url = body.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise SendGridError(400, "send the Inbound Parse `url` to post the reply to")
+        got = [m for m in sandbox_of(request).sendgrid.mail if m["email"] == email]
+        if not got:
+            raise SendGridError(404, f"{email or 'that address'} has received no mail")
+        last = got[-1]
+        to = last["reply_to"] or last["from"]
+        headers = (
+            f"From: {email}\r\nTo: {to}\r\nSubject: Re: {last['subject']}\r\n"
+            f"In-Reply-To: <{last['message_id']}@ismtpd-sandbox>\r\n"
+            f"References: <{last['message_id']}@ismtpd-sandbox>\r\n"
+        )
+        form = {
+            "headers": headers,
+            "from": email,
+            "to": to,
+            "subject": f"Re: {last['subject']}",
+            "text": str(body.get("text") or "Thanks, not interested."),
+            "envelope": json.dumps({"to": [to], "from": email}),
+            "charsets": json.dumps({"text": "utf-8"}),
+            "SPF": "pass",
+        }
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.post(url, data=form, files={"attachment-info": (None, "{}")})
+        return json_response({"status": answer.status_code})
 
     @api.post("/suppressions/{kind}")
     async def suppress(request: Request, kind: str) -> JSONResponse:
