@@ -179,6 +179,7 @@ class Lab:
 
 async def open_lab(sb: SandboxServer, tmp_path: Path, **overrides: Any) -> AsyncIterator[Lab]:
     settings = make_settings(tmp_path, sequence_dispatch=False, **overrides)
+    overrides.pop("database_url", None)
     urls = DatabaseUrls(settings.database_url)
     migrations.upgrade(urls.render(urls.sync_url))
     db = Database(settings.database_url)
