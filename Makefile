@@ -6,7 +6,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench docs clean
+.PHONY: install run test lint format bench docs screenshots clean
 
 install: $(STAMP)
 
@@ -32,10 +32,22 @@ format: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
+# Rewrites tests/contracts/stripe/fields.json from the installed stripe SDK, then runs the
+# contract tests (docs/sandbox.md, "Contract tests").
+.PHONY: contracts
+contracts: install
+	$(BIN)/python -m tests.contracts.stripe_sdk
+	$(BIN)/pytest tests/contracts -q
+
 bench: install
 	@for script in bench/[!_]*.py; do \
 		echo "== $$script"; $(BIN)/python "$$script" || exit 1; \
 	done
+
+# The console's pages as PNGs in docs/console/ (docs/console.md shows them), taken by the browser
+# tests as they walk each flow; needs /usr/bin/chromium.
+screenshots: install
+	ROLEFERRY_SCREENSHOTS=docs/console $(BIN)/pytest tests/web/test_console_browser.py -q
 
 docs: install
 	$(BIN)/python -m roleferry.providers.docs

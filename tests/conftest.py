@@ -143,7 +143,12 @@ def free_port() -> int:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("ROLEFERRY_")}
+    # HOST and PORT are what `serve` listens on and where the CLI looks: tests choose them.
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ROLEFERRY_") and k not in ("HOST", "PORT")
+    }
     return {
         **clean,
         "ROLEFERRY_DATABASE_URL": f"sqlite:///{tmp_path}/rf.sqlite",

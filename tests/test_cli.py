@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import pty
+import re
+import select
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -23,6 +30,25 @@ def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Completed
     return subprocess.run(
         [*ROLEFERRY, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
     )
+
+
+def read_until(proc: subprocess.Popen[str], prefix: str, timeout: float = 60) -> str:
+    """The first line of the process's stdout that starts with `prefix`, waiting for it as long
+    as it takes on a busy machine rather than a fixed time."""
+    found: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(prefix):
+                found.append(line)
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert found, f"no line starting {prefix!r} within {timeout}s"
+    return found[0]
 
 
 @pytest.fixture
@@ -85,7 +111,9 @@ def test_first_serve_creates_a_local_user_and_a_second_process_is_refused(
 
     proc.terminate()
     out, _ = proc.communicate(timeout=20)
-    assert key in out
+    assert key not in out, "stdout is no terminal here: the key stays in its file"
+    assert key[:10] in out
+    assert str(tmp_path / "local-api-key") in out
     assert f"{url}/" in out
 
 
@@ -111,50 +139,104 @@ def test_bad_configuration_is_named(env: dict[str, str], tmp_path: Path) -> None
     assert result.returncode == 2
     assert "ROLEFERRY_DATABASE_URL" in result.stderr
     assert "Traceback" not in result.stderr
+    level = run(["migrate"], {**env, "ROLEFERRY_LOG_LEVEL": "TRACE"}, tmp_path)
+    assert level.returncode == 2
+    assert "ROLEFERRY_LOG_LEVEL: unknown log level 'TRACE'" in level.stderr
+    assert "Traceback" not in level.stderr
 
 
-def test_startup_log_says_live_or_sandbox_per_provider_without_keys(
+def start_serve(
+    env: dict[str, str], cwd: Path, stdout: int | IO[str]
+) -> tuple[str, subprocess.Popen[str], Path]:
+    """`roleferry serve` on a free port, its stderr in a file; returned once healthy."""
+    port = free_port()
+    errors = cwd / f"serve-{port}.err"
+    with errors.open("w") as err_file:
+        proc = subprocess.Popen(
+            [*ROLEFERRY, "serve", "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=stdout,
+            stderr=err_file,
+            text=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, errors)
+    except AssertionError:
+        proc.kill()
+        proc.wait(timeout=20)
+        raise
+    return url, proc, errors
+
+
+def test_first_start_ends_with_a_short_banner_and_no_key_off_a_terminal(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    port = free_port()
+    """Start-up prints a few lines in one format; the banner comes last, once the server
+    answers, and off a terminal it names the key file and prefix, never the key."""
     secret = "hunter-secret-value-987654"
-    proc = subprocess.Popen(
-        [*ROLEFERRY, "serve", "--port", str(port)],
-        env={**env, "ROLEFERRY_HUNTER_API_KEY": secret, "ROLEFERRY_LOG_FORMAT": "json"},
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    out_path = tmp_path / "serve.out"
+    with out_path.open("w") as out_file:
+        url, proc, errors = start_serve(
+            {**env, "ROLEFERRY_HUNTER_API_KEY": secret}, tmp_path, out_file
+        )
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc)
+        key = (tmp_path / "local-api-key").read_text().strip()
+        assert httpx.get(f"{url}/healthz").status_code == 200
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=20)
-    lines = [line for line in err.splitlines() if "provider_configured" in line]
-    assert len(lines) == 6
-    assert any('"provider": "hunter"' in line and '"mode": "live"' in line for line in lines)
-    assert any('"provider": "apollo"' in line and '"mode": "sandbox"' in line for line in lines)
-    assert secret not in err
+        proc.wait(timeout=20)
+    out, err = out_path.read_text(), errors.read_text()
+    banner = [line for line in out.splitlines() if line.strip()]
+    assert banner[0] == f"RoleFerry is ready at {url}"
+    assert banner[-1].strip() == "Stop with Ctrl-C."
+    assert len(banner) <= 8
+    assert f"{url}/docs" in out
+    assert "live: hunter" in out
+    assert "sandbox: apollo, clay, sendgrid, anthropic, stripe" in out
+    assert f"{key[:10]}…" in out
+    assert str(tmp_path / "local-api-key") in out
+    assert key not in out + err
+    assert secret not in out + err
+    not_requests = [line for line in err.splitlines() if "[roleferry.http]" not in line]
+    assert len(not_requests) <= 3, not_requests
+    console_record = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z \[\w+ *\] ")
+    assert all(console_record.match(line) for line in err.splitlines()), err
+    assert "migration" not in err, "library start-up chatter is DEBUG"
+    assert not (tmp_path / "server-url").exists(), "a stopped server forgets its address"
 
 
-def test_search_prints_a_table(
-    server: tuple[str, subprocess.Popen[str]], env: dict[str, str], tmp_path: Path
+def test_on_a_terminal_the_new_key_is_shown_once_and_debug_has_the_library_chatter(
+    env: dict[str, str], tmp_path: Path
 ) -> None:
-    url, _ = server
-    domain = httpx.get(f"{url}/sandbox/_world/companies", params={"limit": 1}).json()["companies"][
-        0
-    ]["domain"]
-    result = run(
-        ["search", domain, "--title", "VP", "--title", "Engineer", "--server", url], env, tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    assert domain in result.stdout
-    assert "Email" in result.stdout
-    assert "@" + domain in result.stdout
-    bad = run(["search", "not a domain", "--title", "VP", "--server", url], env, tmp_path)
-    assert bad.returncode == 1
-    assert "bare domain" in bad.stderr
+    """On a terminal the start that creates the key shows it; at DEBUG, DBOS's and alembic's
+    records come through the same JSON formatter as ours."""
+    controller, terminal = pty.openpty()
+    debug_env = {**env, "ROLEFERRY_LOG_LEVEL": "DEBUG", "ROLEFERRY_LOG_FORMAT": "json"}
+    try:
+        _, proc, errors = start_serve(debug_env, tmp_path, terminal)
+        try:
+            shown = b""
+            deadline = time.monotonic() + 30
+            while b"Stop with Ctrl-C." not in shown and time.monotonic() < deadline:
+                ready, _, _ = select.select([controller], [], [], 1)
+                if ready:
+                    shown += os.read(controller, 65536)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    key = (tmp_path / "local-api-key").read_text().strip()
+    assert key in shown.decode()
+    records = [json.loads(line) for line in errors.read_text().splitlines()]
+    assert key not in errors.read_text()
+    loggers = {r["logger"] for r in records if r["level"] == "debug"}
+    assert "dbos" in {name.split(".")[0] for name in loggers}
+    assert "alembic" in {name.split(".")[0] for name in loggers}
+    assert any(r["event"] == "provider_configured" for r in records)
 
 
 def test_search_refresh_bypasses_the_cache(
@@ -175,49 +257,98 @@ def test_search_refresh_bypasses_the_cache(
     assert "apollo ok" in fresh.stdout
 
 
-def test_enrich_follows_a_job_and_resumes_it_after_ctrl_c(
-    server: tuple[str, subprocess.Popen[str]], env: dict[str, str], tmp_path: Path
+def test_search_finds_the_local_server_on_any_port_and_explains_failures(
+    env: dict[str, str], tmp_path: Path
 ) -> None:
-    import signal
+    """With no --server the CLI finds the server `serve` recorded; host:port needs no scheme;
+    a refused key, another service, and every provider failing are each said as such."""
+    url, proc, _ = start_serve(env, tmp_path, subprocess.DEVNULL)
+    try:
+        assert (tmp_path / "server-url").read_text().strip() == url
+        world = httpx.get(f"{url}/sandbox/_world/companies", params={"limit": 1}).json()
+        domain = world["companies"][0]["domain"]
+        found = run(["search", domain, "--title", "VP", "--limit", "1"], env, tmp_path)
+        assert found.returncode == 0, found.stderr
+        assert f"{domain}: 1 person (via " in found.stdout
 
-    from roleferry.sandbox.world import World
+        nobody = run(
+            ["search", domain, "--title", "Chief Vibes Officer", "--server", url[7:]], env, tmp_path
+        )
+        assert nobody.returncode == 0, nobody.stderr
+        assert f"No one at {domain} with a title like Chief Vibes Officer." in nobody.stdout
+        assert "┏" not in nobody.stdout, "no empty table"
 
-    url, _ = server
-    people = [p for c in World(7).companies[900:940] for p in c.people][:60]
-    source = tmp_path / "contacts.csv"
-    source.write_text(
-        "first_name,last_name,domain\n"
-        + "".join(f"{p.first_name},{p.last_name},{p.company_domain}\n" for p in people)
-        + ",broken,\n"
-    )
-    httpx.put(f"{url}/sandbox/_control/clay", json={"latency_ms": 200}).raise_for_status()
-    follower = subprocess.Popen(
-        [*ROLEFERRY, "enrich", str(source), "--server", url],
-        env=env,
+        refused = run(["search", domain, "-t", "VP", "--api-key", "rf_not_a_key"], env, tmp_path)
+        assert refused.returncode == 1
+        assert f"{url} refused the API key from --api-key" in refused.stderr
+
+        for provider in ("apollo", "clay", "hunter"):
+            httpx.put(f"{url}/sandbox/_control/{provider}", json={"down": True})
+        failed = run(["search", domain, "-t", "CTO"], env, tmp_path)
+        assert failed.returncode == 1
+        assert "every provider failed" in failed.stderr
+        for provider in ("apollo", "clay", "hunter"):
+            assert f"  {provider}: unavailable after " in failed.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        elsewhere = run(["search", domain, "-t", "VP"], {**env, "PORT": str(port)}, tmp_path)
+    assert elsewhere.returncode == 1
+    assert f"http://127.0.0.1:{port} (from HOST/PORT)" in elsewhere.stderr
+
+
+def test_an_address_that_answers_but_is_not_roleferry_is_named(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Another web server on the address gets "not as roleferry does", not a JSON traceback."""
+    (tmp_path / "local-api-key").write_text("rf_some_key\n")
+    port = free_port()
+    other = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    time.sleep(3)
-    follower.send_signal(signal.SIGINT)
-    out, err = follower.communicate(timeout=30)
-    assert follower.returncode == 130, err
-    assert "the job goes on" in out
-    first_job = next(
-        line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("job ")
-    )
-    assert "line 62: first_name is required" in err
-    httpx.put(f"{url}/sandbox/_control/clay", json={"latency_ms": 0}).raise_for_status()
-    result = run(
-        ["enrich", str(source), "--server", url, "-o", str(tmp_path / "out.csv")], env, tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    assert f"job {first_job}:" in result.stdout, "the same file resumes the same job"
-    rows = (tmp_path / "out.csv").read_text().splitlines()
-    assert len(rows) == 61
-    assert rows[0].startswith("line,first_name")
-    assert sum(1 for r in rows[1:] if "@" in r) > 30
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "http.server did not start"
+                time.sleep(0.1)
+        result = run(
+            ["search", "acme.com", "-t", "VP", "--server", f"127.0.0.1:{port}"], env, tmp_path
+        )
+    finally:
+        other.terminate()
+        other.wait(timeout=10)
+    assert result.returncode == 1
+    assert "but not as roleferry does" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_top_level_help_lists_every_command_with_a_line_each(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`roleferry --help` names each command and says in one line what it does."""
+    result = run(["--help"], {**env, "COLUMNS": "200"}, tmp_path)
+    assert result.returncode == 0
+    listed = {
+        line.split()[1]: line
+        for line in result.stdout.splitlines()
+        if line.startswith("│ ") and len(line.split()) > 2
+    }
+    for command in ("serve", "migrate", "worker", "users", "sandbox", "search", "enrich"):
+        assert command in listed, result.stdout
+        assert len(listed[command].split()) > 4, listed[command]
+    assert len(result.stdout.splitlines()) < 25
 
 
 @pytest.mark.postgres

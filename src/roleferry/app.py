@@ -13,7 +13,12 @@ from roleferry.api import health
 from roleferry.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from roleferry.config import Settings
 from roleferry.enrichment import routes as enrichment_routes
-from roleferry.errors import install_error_handlers
+from roleferry.errors import (
+    AUTHENTICATED_ERRORS,
+    PUBLIC_ERRORS,
+    documented_errors,
+    install_error_handlers,
+)
 from roleferry.monitoring import routes as monitoring_routes
 from roleferry.notifications import routes as notification_routes
 from roleferry.outreach import inbound, unsubscribe
@@ -22,6 +27,7 @@ from roleferry.runtime import Runtime
 from roleferry.sandbox.app import Sandbox, build_sandbox_app
 from roleferry.search import routes as search_routes
 from roleferry.users import routes as user_routes
+from roleferry.web import api_docs
 from roleferry.web import routes as web_routes
 from roleferry.webhooks import routes as webhook_routes
 from roleferry.webhooks.routes import count_refused_webhook
@@ -31,7 +37,13 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(Settings())
     settings = runtime.settings
     sandbox = (
-        Sandbox(settings.sandbox_seed, runtime.public_url, settings.sandbox_faults)
+        Sandbox.for_settings(
+            settings,
+            runtime.public_url,
+            listen_host=runtime.listen_host,
+            # Late-bound, so that a resolver swapped on the runtime (tests) applies here too.
+            resolver=lambda host, port: runtime.resolver(host, port),
+        )
         if settings.sandbox_mounted
         else None
     )
@@ -58,8 +70,10 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         title="RoleFerry Integrations",
         version=__version__,
         lifespan=lifespan,
-        description="Contact search, bulk enrichment, outreach and payments over third-party "
-        "providers, with webhooks verified and applied exactly once.",
+        docs_url=None,
+        redoc_url=None,
+        description="Contact search and bulk enrichment over third-party providers, and "
+        "SendGrid's and Stripe's webhooks, verified and applied exactly once.",
     )
     app.state.runtime = runtime
     app.state.sandbox = sandbox
@@ -70,22 +84,27 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         limits={
             "/webhooks/": settings.webhook_max_body_bytes,
             "/api/v1/enrichment-jobs": enrichment_routes.MAX_UPLOAD_BYTES,
+            "/jobs": enrichment_routes.MAX_UPLOAD_BYTES,  # the console's upload
         },
         on_refused=count_refused_webhook,
     )
     app.add_middleware(RequestContextMiddleware)
-    app.include_router(health.router)
-    app.include_router(user_routes.router)
-    app.include_router(search_routes.router)
-    app.include_router(monitoring_routes.router)
-    app.include_router(webhook_routes.router)
-    app.include_router(enrichment_routes.router)
-    app.include_router(notification_routes.router)
-    app.include_router(outreach_routes.router)
-    app.include_router(unsubscribe.router)
-    app.include_router(inbound.router)
-    app.include_router(webhook_routes.admin)
-    app.include_router(web_routes.router)
+    app.include_router(health.router, responses=documented_errors(PUBLIC_ERRORS))
+    for router in (
+        user_routes.router,
+        search_routes.router,
+        monitoring_routes.router,
+        webhook_routes.router,
+        enrichment_routes.router,
+        notification_routes.router,
+        outreach_routes.router,
+        webhook_routes.admin,
+    ):
+        app.include_router(router, responses=documented_errors(AUTHENTICATED_ERRORS))
+    app.include_router(unsubscribe.router, responses=documented_errors(PUBLIC_ERRORS))
+    app.include_router(inbound.router, responses=documented_errors(PUBLIC_ERRORS))
+    web_routes.install(app)
+    api_docs.install(app)
     if settings.bench_routes:
         app.add_api_route("/_bench/bare", health.bare, methods=["POST"], include_in_schema=False)
     if sandbox is not None:

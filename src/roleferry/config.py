@@ -95,6 +95,12 @@ class Settings(_ProviderSettings):
 
     sendgrid_webhook_tolerance_s: float = Field(600, gt=0, description="Replay window, seconds.")
     stripe_webhook_tolerance_s: float = Field(300, gt=0, description="Replay window, seconds.")
+    webhook_max_attempts: int = Field(
+        5, ge=1, description="Tries of a failing webhook event before it is parked as failed."
+    )
+    webhook_retry_backoff_s: float = Field(
+        1.0, gt=0, description="Wait before a failing webhook event's second try; doubles."
+    )
 
     bench_routes: bool = Field(
         False, description="Mount POST /_bench/bare, a ceiling for benchmarks."
@@ -106,8 +112,38 @@ class Settings(_ProviderSettings):
     callback_allow_loopback: bool | None = Field(
         None, description="Allow callbacks to loopback addresses; default: yes in development."
     )
+    callback_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Non-public networks callbacks may reach anyway (CIDRs, comma-separated).",
+    )
     dbos_poll_s: float = Field(
         0.5, gt=0, description="How often DBOS looks for messages and events (and stops)."
+    )
+    executor_id: str | None = Field(
+        None,
+        max_length=100,
+        description="This process's DBOS executor id; unique per live process. Default: "
+        "'local' on SQLite (one process), a new id per process start on PostgreSQL.",
+    )
+    heartbeat_interval_s: float = Field(
+        5.0, gt=0, description="How often each process says it is alive (PostgreSQL)."
+    )
+    executor_dead_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A process silent this long is dead: a survivor takes over its workflows.",
+    )
+    shutdown_grace_s: int = Field(
+        0,
+        ge=0,
+        description="On SIGTERM, wait this long for running workflows to finish; what is left "
+        "is handed back to the other processes (PostgreSQL) or resumed at restart (SQLite).",
+    )
+    dogstatsd_url: str | None = Field(
+        None, description="Also send metrics to this DogStatsD agent, e.g. udp://127.0.0.1:8125."
+    )
+    dogstatsd_interval_s: float = Field(
+        10.0, gt=0, description="How often metrics go to the DogStatsD agent."
     )
 
     sequence_dispatch: bool = Field(
@@ -142,9 +178,23 @@ class Settings(_ProviderSettings):
         default=None,
         description="Mount /sandbox; defaults to on when any provider has no key.",
     )
+    sandbox_admin_key: SecretStr | None = Field(
+        default=None,
+        description="Opens /sandbox/_control to callers that are not local (Bearer token).",
+    )
+    sandbox_webhook_targets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URL prefixes the simulators may deliver webhooks to besides this server.",
+    )
 
     @field_validator(
-        "stripe_webhook_secret", "sandbox_faults", "waterfall", "no_hedge", mode="before"
+        "stripe_webhook_secret",
+        "sandbox_faults",
+        "waterfall",
+        "callback_allowed_networks",
+        "sandbox_webhook_targets",
+        "no_hedge",
+        mode="before",
     )
     @classmethod
     def _split_lists(cls, value: object) -> object:
@@ -194,11 +244,29 @@ class Settings(_ProviderSettings):
             parse_fault_spec(spec)
         return value
 
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("ROLEFERRY_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("dogstatsd_url")
+    @classmethod
+    def _valid_dogstatsd(cls, value: str | None) -> str | None:
+        if value is not None:
+            from roleferry.monitoring.dogstatsd import parse_address
+
+            parse_address(value)
         return value
 
     @model_validator(mode="after")
@@ -216,7 +284,57 @@ class Settings(_ProviderSettings):
                     "ROLEFERRY_ENV=production needs a real API key for every provider; "
                     f"missing: {', '.join(missing)}"
                 )
+            if self.sandbox_enabled:
+                raise ValueError(
+                    "ROLEFERRY_SANDBOX_ENABLED=true is refused in production: the sandbox's "
+                    "credentials are public; unset it"
+                )
+            problems = self.webhook_secret_problems()
+            if problems:
+                raise ValueError(
+                    "ROLEFERRY_ENV=production needs each live provider's webhook secret: "
+                    + "; ".join(problems)
+                )
         return self
+
+    @model_validator(mode="after")
+    def _no_public_secret_for_live(self) -> Settings:
+        from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
+
+        stripe = {s.get_secret_value() for s in self.stripe_webhook_secret}
+        if self.is_live("stripe") and SANDBOX_STRIPE_WEBHOOK_SECRET in stripe:
+            raise ValueError(
+                "ROLEFERRY_STRIPE_WEBHOOK_SECRET holds the sandbox's public test secret while "
+                "Stripe is live: set the endpoint's signing secret from Stripe's dashboard"
+            )
+        if self.is_live("sendgrid") and self.sendgrid_webhook_public_key:
+            from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
+
+            if self.sendgrid_webhook_public_key == public_key_b64(
+                sendgrid_signing_key(self.sandbox_seed)
+            ):
+                raise ValueError(
+                    "ROLEFERRY_SENDGRID_WEBHOOK_PUBLIC_KEY is the sandbox's test key while "
+                    "SendGrid is live: set the verification key SendGrid shows"
+                )
+        return self
+
+    def webhook_secret_problems(self) -> list[str]:
+        """Live providers whose webhook deliveries cannot be verified: all will be refused."""
+        problems = []
+        if self.is_live("stripe") and not self.stripe_webhook_secret:
+            problems.append(
+                "Stripe is live (ROLEFERRY_STRIPE_API_KEY is set) but "
+                "ROLEFERRY_STRIPE_WEBHOOK_SECRET is not: set the endpoint's signing secret "
+                "(whsec_...), or every Stripe webhook is refused"
+            )
+        if self.is_live("sendgrid") and not self.sendgrid_webhook_public_key:
+            problems.append(
+                "SendGrid is live (ROLEFERRY_SENDGRID_API_KEY is set) but "
+                "ROLEFERRY_SENDGRID_WEBHOOK_PUBLIC_KEY is not: set the Event Webhook's "
+                "verification key, or every SendGrid webhook is refused"
+            )
+        return problems
 
     def api_key(self, provider: str) -> SecretStr | None:
         key: SecretStr | None = getattr(self, f"{provider}_api_key")
@@ -234,18 +352,24 @@ class Settings(_ProviderSettings):
         """The key our client sends: the configured one, else the spec's sandbox test key."""
         return self.api_key(provider) or SecretStr(BY_NAME[provider].sandbox_key)
 
-    def sendgrid_public_key(self) -> str:
-        """The key SendGrid events are verified with; in sandbox mode, the sandbox's."""
+    def sendgrid_public_key(self) -> str | None:
+        """The key SendGrid events are verified with: the configured one; the sandbox's only
+        while SendGrid itself is in sandbox mode; None (refuse every event) when live."""
         if self.sendgrid_webhook_public_key:
             return self.sendgrid_webhook_public_key
+        if self.is_live("sendgrid"):
+            return None
         from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
 
         return public_key_b64(sendgrid_signing_key(self.sandbox_seed))
 
     def stripe_webhook_secrets(self) -> list[str]:
-        """Every secret a Stripe signature may match; in sandbox mode, the sandbox's."""
+        """Every secret a Stripe signature may match: the configured ones; the sandbox's only
+        while Stripe itself is in sandbox mode; none (refuse every event) when live."""
         if self.stripe_webhook_secret:
             return [s.get_secret_value() for s in self.stripe_webhook_secret]
+        if self.is_live("stripe"):
+            return []
         from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
 
         return [SANDBOX_STRIPE_WEBHOOK_SECRET]
@@ -274,4 +398,6 @@ class Settings(_ProviderSettings):
         """Every secret this process knows, for the log redactor."""
         values = [k.get_secret_value() for s in SPECS if (k := self.api_key(s.name)) is not None]
         values += [s.get_secret_value() for s in self.stripe_webhook_secret]
+        if self.sandbox_admin_key is not None:
+            values.append(self.sandbox_admin_key.get_secret_value())
         return [v for v in values if len(v) >= 6]

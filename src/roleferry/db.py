@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -30,6 +31,12 @@ T = TypeVar("T")
 
 class Base(DeclarativeBase):
     """Declarative base of every table; Alembic reads its metadata."""
+
+
+def insert_for(session: AsyncSession, table: Any) -> Any:
+    """An INSERT that takes ON CONFLICT clauses, in the session's dialect (both have them)."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 class DatabaseUrls:

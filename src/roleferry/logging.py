@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 REDACTED = "[REDACTED]"
+DATABASE_LOGGERS = ("sqlalchemy", "aiosqlite", "psycopg")
 
 _SENSITIVE_KEY = re.compile(
     r"(api[_-]?key|authorization|secret|password|passwd|token|signature|cookie)", re.I
@@ -90,6 +91,33 @@ def _render_exception_then_redact(
     return redactor(logger, method, rendered)
 
 
+# Libraries whose INFO records narrate their own start-up (DBOS's 60-odd schema migration
+# steps, alembic's, uvicorn's "started"): worth having when debugging, noise otherwise.
+CHATTY_LIBRARIES = ("dbos", "alembic", "uvicorn")
+
+
+class LibraryChatterAtDebug(logging.Filter):
+    """Shows the INFO records of chatty libraries as DEBUG, so they appear only at DEBUG."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.name.split(".")[0] in CHATTY_LIBRARIES:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.level <= logging.DEBUG
+        return True
+
+
+def route_dbos_logs() -> None:
+    """DBOS installs its own console handler, in its own format, unless its logger has one:
+    a handler that does nothing there sends every DBOS record on to ours instead."""
+    dbos = logging.getLogger("dbos")
+    dbos.handlers[:] = [logging.NullHandler()]
+    dbos.propagate = True
+
+
 def configure_logging(
     level: str = "INFO",
     fmt: str = "console",
@@ -119,15 +147,25 @@ def configure_logging(
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    threshold = logging.getLevelNamesMapping().get(level.upper())
+    if threshold is None:
+        raise ValueError(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    handler.addFilter(LibraryChatterAtDebug(threshold))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "dbos"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic"):
         lib = logging.getLogger(name)
         lib.handlers[:] = []
         lib.propagate = True
+    route_dbos_logs()
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # At DEBUG the database drivers log every statement with its bound values (aiosqlite,
+    # psycopg) and SQLAlchemy its result rows: addresses, names, callback URLs with their
+    # tokens. Whatever the level asked for, they say warnings and errors only.
+    for name in DATABASE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

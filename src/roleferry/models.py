@@ -2,6 +2,7 @@
 
 from roleferry.db import Base
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
+from roleferry.executors import ExecutorHeartbeat
 from roleferry.notifications.models import CallbackSecret, Notification
 from roleferry.outreach.models import (
     Enrollment,
@@ -28,6 +29,7 @@ __all__ = [
     "EnrichmentItem",
     "EnrichmentJob",
     "Enrollment",
+    "ExecutorHeartbeat",
     "Notification",
     "OutreachMessage",
     "Payment",

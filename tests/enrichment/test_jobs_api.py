@@ -117,6 +117,7 @@ def test_a_job_is_accepted_runs_and_finds_right_emails(live: LiveServer) -> None
         "source",
         "confidence",
         "status",
+        "verification",
         "reason",
     ]
     assert len(csv_text.splitlines()) == 61
@@ -171,21 +172,6 @@ def test_jobs_are_private(live: LiveServer) -> None:
     )
 
 
-def test_cancel_stops_a_running_job(live: LiveServer) -> None:
-    for provider in ("apollo", "clay", "hunter"):
-        live.control(provider, latency_ms=300)
-    job_id = create(live, {"contacts": contacts(people(80, 200))}).json()["id"]
-    time.sleep(1.0)
-    cancelled = httpx.post(f"{live.url}/api/v1/enrichment-jobs/{job_id}/cancel", headers=live.auth)
-    assert cancelled.json()["status"] == "cancelled"
-    job = wait_done(live, job_id)
-    assert job["status"] == "cancelled"
-    assert job["done"] == 200
-    assert any(r["reason"] == "job cancelled" for r in results(live, job_id))
-    again = httpx.post(f"{live.url}/api/v1/enrichment-jobs/{job_id}/cancel", headers=live.auth)
-    assert again.status_code == 409
-
-
 def test_a_spent_budget_makes_work_wait_without_429s(live: LiveServer) -> None:
     live.control("apollo", rate_limit={"limit": 4, "period_s": 2})
     providers = live.runtime.providers
@@ -203,7 +189,10 @@ def test_transient_failures_retry_then_give_up_after_24_hours(live: LiveServer) 
     for provider in ("apollo", "clay", "hunter"):
         live.control(provider, error_rate=1.0, error_status=503)
     job_id = create(live, {"contacts": contacts(people(200, 3))}).json()["id"]
-    time.sleep(1.5)
+    deadline = time.monotonic() + 60
+    while live.calls("apollo") == 0:  # the job has asked, and been refused
+        assert time.monotonic() < deadline, "the job never reached the providers"
+        time.sleep(0.1)
     job = httpx.get(f"{live.url}/api/v1/enrichment-jobs/{job_id}", headers=live.auth).json()
     assert job["status"] == "running"
     assert job["done"] == 0, "transient failures keep contacts pending"

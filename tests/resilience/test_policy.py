@@ -63,7 +63,8 @@ async def test_no_retry_that_cannot_finish_before_the_deadline(
     await providers.store.clear()
     with pytest.raises(errors.RateLimited):
         await search(providers, seconds=2)
-    assert time.monotonic() - started < 0.5, "a long Retry-After does not fit a 2 s deadline"
+    # Well under the 2 s deadline, with room for a busy machine: it did not wait at all.
+    assert time.monotonic() - started < 1.0, "a long Retry-After does not fit a 2 s deadline"
 
 
 async def test_a_hanging_provider_costs_no_more_than_the_deadline(
@@ -73,7 +74,9 @@ async def test_a_hanging_provider_costs_no_more_than_the_deadline(
     started = time.monotonic()
     with pytest.raises(errors.Timeout):
         await search(providers, seconds=1.2)
-    assert time.monotonic() - started < 1.5
+    # The 1.2 s deadline plus slack for a busy machine, still short of the 2 s attempt timeout
+    # that a call ignoring the deadline would wait.
+    assert time.monotonic() - started < 1.9
 
 
 async def test_non_retryable_errors_are_not_retried(sb: SandboxServer, tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def test_bearer_is_refused_and_bad_input_is_400(sb: SandboxServer) -> None:
     assert search(sb, {**body, "limit": 51}).status_code == 400
     assert (
         search(sb, {"source_type": "companies", "filters": {}}).json()["error"]["type"]
-        == "invalid_request"
+        == "validation_error"
     )
     assert search(sb, {"source_type": "people", "filters": {}}).status_code == 400
     assert httpx.get(f"{sb.base('clay')}/me", headers=KEY).status_code == 200

@@ -120,9 +120,16 @@ def test_declined_card_fails_the_payment(sb: SandboxServer) -> None:
     declined = httpx.post(session.url or "", data={"card_number": "4000000000000002"})
     assert declined.status_code == 402
     assert "declined" in declined.text
-    (event,) = events_of(sb, 1)
-    assert event.type == "payment_intent.payment_failed"
-    assert event.data.object["last_payment_error"]["code"] == "card_declined"
+    events = {e.type: e for e in events_of(sb, 2)}
+    assert set(events) == {"charge.failed", "payment_intent.payment_failed"}
+    failed = events["payment_intent.payment_failed"].data.object
+    assert failed["last_payment_error"]["code"] == "card_declined"
+    charge = events["charge.failed"].data.object
+    assert charge["status"] == "failed"
+    assert failed["latest_charge"] == failed["last_payment_error"]["charge"] == charge["id"]
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client(sb).v1.refunds.create(params={"charge": charge["id"]})
+    assert refused.value.code == "charge_not_refundable"
     assert client(sb).v1.checkout.sessions.retrieve(session.id).status == "open"
 
 
@@ -152,7 +159,7 @@ def test_payment_intents_and_refunds(sb: SandboxServer) -> None:
             }
         )
     assert declined.value.code == "card_declined"
-    events = events_of(sb, 5)
+    events = events_of(sb, 6)
     assert "charge.refunded" in {e.type for e in events}
     refunded = next(e for e in events if e.type == "charge.refunded")
     assert refunded.data.object["amount_refunded"] == 2000
@@ -191,3 +198,41 @@ def test_form_parsing_nests_like_stripe() -> None:
         "metadata": {"plan": "pro"},
         "expand": ["x"],
     }
+
+
+def test_sdk_lists_events_and_expands_related_objects(sb: SandboxServer) -> None:
+    """The SDK's list, auto-paging, retrieve and expand calls work on the new routes: events
+    filtered by type, a session's line items, a charge with its refunds expanded."""
+    sdk = client(sb)
+    session = sdk.v1.checkout.sessions.create(
+        params={**SESSION, "expand": ["line_items"]}  # type: ignore[typeddict-item]
+    )
+    assert session.line_items is not None
+    assert [item.quantity for item in session.line_items.data] == [2]
+    items = sdk.v1.checkout.sessions.line_items.list(session.id)
+    assert items.data[0].price is not None
+    assert items.data[0].price.id == "price_credits_100"
+    for amount in (5000, 6000, 7000):
+        sdk.v1.payment_intents.create(
+            params={
+                "amount": amount,
+                "currency": "usd",
+                "confirm": True,
+                "payment_method": "pm_card_visa",
+            }
+        )
+    sb.wait_for("stripe", 6)
+    succeeded = sdk.v1.events.list(params={"type": "payment_intent.*", "limit": 2})
+    assert succeeded.has_more is True
+    paged = list(succeeded.auto_paging_iter())
+    assert [e.type for e in paged] == ["payment_intent.succeeded"] * 3
+    intent = paged[0].data.object
+    charge_id = str(intent["latest_charge"])
+    sdk.v1.refunds.create(params={"charge": charge_id, "amount": 1000})
+    charge = sdk.v1.charges.retrieve(charge_id, params={"expand": ["refunds"]})
+    assert charge.amount_refunded == 1000
+    assert charge.refunds is not None
+    assert [r.amount for r in charge.refunds.data] == [1000]
+    assert charge.payment_method_details is not None
+    assert charge.payment_method_details.card is not None
+    assert charge.payment_method_details.card.last4 == "4242"

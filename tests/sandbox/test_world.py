@@ -19,9 +19,10 @@ def test_same_seed_same_world_other_seed_other_world() -> None:
 
 
 def test_world_is_large_and_starts_fast() -> None:
-    started = time.perf_counter()
+    """Building the world costs under 2 s of this process's CPU, however busy the machine."""
+    started = time.process_time()
     world = World(7)
-    assert time.perf_counter() - started < 2
+    assert time.process_time() - started < 2
     assert len(world.companies) >= 2000
     assert world.total_people >= 50_000
     assert len(world.by_domain) == len(world.companies)

@@ -121,6 +121,16 @@ def test_answers_within_five_seconds_when_apollo_fails(
     assert response.json()["attempts"][0]["provider"] == "apollo"
 
 
+def settled_calls(live: LiveServer, provider: str) -> int:
+    """The provider's call count once no call is still arriving (a hedged call cancelled
+    on our side may reach the simulator a moment later)."""
+    last = -1
+    while (count := live.calls(provider)) != last:
+        last = count
+        time.sleep(0.5)
+    return count
+
+
 def test_an_open_breaker_is_skipped_without_a_call(live: LiveServer) -> None:
     live.control("apollo", error_rate=1.0, error_status=503)
     target = company(WORLD.clay_knows_company)
@@ -130,7 +140,7 @@ def test_an_open_breaker_is_skipped_without_a_call(live: LiveServer) -> None:
             "search",
             {"domain": target.domain, "titles": [warmup], "limit": 3, "deadline_s": 2},
         )
-    sent = live.calls("apollo")
+    sent = settled_calls(live, "apollo")
     titles = ["e", "o", "i"]
     for title in titles:
         response = post(live, "search", {"domain": target.domain, "titles": [title], "limit": 3})
@@ -157,7 +167,8 @@ def test_the_deadline_holds_with_every_provider_hanging(live: LiveServer) -> Non
         live.control(provider, hang=True)
     started = time.monotonic()
     response = post(live, "search", {"domain": "domaur.com", "titles": ["VP"], "deadline_s": 2})
-    assert time.monotonic() - started < 2.5
+    # 2 s plus slack for a busy machine; ignoring the deadline would take 2 s per provider.
+    assert time.monotonic() - started < 3.0
     assert response.status_code == 503
 
 
@@ -165,11 +176,12 @@ def test_the_deadline_holds_with_every_provider_hanging(live: LiveServer) -> Non
     ("body", "field"),
     [
         ({"domain": "not a domain", "titles": ["VP"]}, "domain"),
-        ({"domain": "https://acme.com/team", "titles": ["VP"]}, "domain"),
+        ({"domain": "https://localhost/team", "titles": ["VP"]}, "domain"),
         ({"domain": "acme.com", "titles": []}, "titles"),
         ({"domain": "acme.com", "titles": ["  "]}, "titles.0"),
         ({"domain": "acme.com", "titles": ["VP"], "limit": 0}, "limit"),
         ({"domain": "acme.com", "titles": ["VP"], "deadline_s": 11}, "deadline_s"),
+        ({"domain": "acme.com", "titles": ["VP"], "deadline_s": 0.1}, "deadline_s"),
     ],
 )
 def test_bad_search_input_is_422_naming_the_field(
@@ -189,6 +201,7 @@ def test_enrich_finds_the_email_with_source_and_confidence(live: LiveServer) -> 
         and not WORLD.clay_has_email(p)
         and WORLD.hunter_view(WORLD.by_domain[p.company_domain], p.first_name, p.last_name).correct
         and WORLD.hunter_knows_pattern(WORLD.by_domain[p.company_domain])
+        and not WORLD.hunter_lists(p)
     )
     response = post(
         live,

@@ -8,6 +8,7 @@ import asyncio
 import math
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -177,14 +178,20 @@ def test_bulk_falls_through_when_apollos_breaker_is_open(live: LiveServer) -> No
 
 
 def test_a_waiting_job_says_so_and_does_not_hold_the_users_next_job(live: LiveServer) -> None:
-    """Every provider spent: the job reports {provider, until, reason}; the user's next job
-    runs meanwhile (the waiting one gave its queue slot back)."""
+    """Every provider spent: the job's waiting_for names the provider, when (ISO-Z) and why;
+    the user's next job runs meanwhile (the waiting one gave its queue slot back)."""
     for provider in ("apollo", "clay", "hunter"):
         spend(live, provider, period_s=30)
     first = job(live, people(800, 3))
-    waiting = wait_for(live, first, lambda j: j["waiting"] is not None, timeout=30)["waiting"]
+    waiting = wait_for(
+        live,
+        first,
+        lambda j: j["waiting_for"] is not None and j["waiting_for"].get("provider"),
+        timeout=30,
+    )["waiting_for"]
     assert waiting["provider"] in ("apollo", "clay", "hunter")
-    assert waiting["until"] > time.time() + 5
+    assert waiting["until"].endswith("Z")
+    assert datetime.fromisoformat(waiting["until"]).timestamp() > time.time() + 5
     assert "budget" in waiting["reason"]
     assert status(live, first)["status"] == "running"
     providers = live.runtime.providers
@@ -196,6 +203,46 @@ def test_a_waiting_job_says_so_and_does_not_hold_the_users_next_job(live: LiveSe
     done = wait_for(live, second, lambda j: j["status"] in TERMINAL, timeout=20)
     assert done["done"] == 3
     assert status(live, first)["status"] == "running", "the first still sleeps"
+
+
+def test_max_wait_s_is_a_job_option_kept_on_the_job(live: LiveServer) -> None:
+    """`max_wait_s: 0` in the body: Apollo's budget, spent for 30 s (within the default 60),
+    is not waited for, the job goes on through Clay and Hunter and shows the option; without
+    it a job shows the default; query and body disagreeing, or a non-number, is a 422."""
+    spend(live, "apollo", period_s=30)
+    response = httpx.post(
+        f"{live.url}/api/v1/enrichment-jobs",
+        json={"contacts": contacts(people(840, 3)), "max_wait_s": 0},
+        headers=live.auth,
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    done = wait_for(live, response.json()["id"], lambda j: j["status"] in TERMINAL, timeout=30)
+    assert done["max_wait_s"] == 0
+    assert done["done"] == 3
+    assert "apollo" not in done["by_provider"]
+    assert done["waiting_for"] is None
+    providers = live.runtime.providers
+    assert providers is not None
+    providers.policies["apollo"].limiter.windows[:] = [Window(100000, 3600)]
+    assert status(live, job(live, people(860, 1)))["max_wait_s"] == 60
+    clash = httpx.post(
+        f"{live.url}/api/v1/enrichment-jobs",
+        json={"contacts": contacts(people(880, 1)), "max_wait_s": 5},
+        params={"max_wait_s": 10},
+        headers=live.auth,
+        timeout=30,
+    )
+    assert clash.status_code == 422
+    assert clash.json()["error"]["details"] == {"field": "max_wait_s"}
+    bad = httpx.post(
+        f"{live.url}/api/v1/enrichment-jobs",
+        json={"contacts": contacts(people(880, 1)), "max_wait_s": "soon"},
+        headers=live.auth,
+        timeout=30,
+    )
+    assert bad.status_code == 422
+    assert "max_wait_s must be a number" in bad.json()["error"]["message"]
 
 
 def search(live: LiveServer, body: dict[str, Any]) -> dict[str, Any]:

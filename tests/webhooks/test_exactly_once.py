@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.outreach.models import OutreachMessage
@@ -48,6 +48,23 @@ def seed_messages(database_url: str) -> None:
             )
 
     in_db(database_url, go)
+
+
+async def poison_suppressions(session: AsyncSession) -> None:
+    """A trigger that refuses one address: its event's effect fails in the database."""
+    await session.execute(
+        text(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.email = 'poison@example.com' THEN RAISE EXCEPTION 'poisoned'; END IF; "
+            "RETURN NEW; END $$"
+        )
+    )
+    await session.execute(
+        text(
+            "CREATE TRIGGER poison BEFORE INSERT ON suppressions "
+            "FOR EACH ROW EXECUTE FUNCTION poison()"
+        )
+    )
 
 
 def make_batches(seed: int) -> tuple[list[list[dict[str, Any]]], Counter[str]]:
@@ -103,31 +120,31 @@ def send_all(
     return retries[0]
 
 
-def wait_all_applied(database_url: str, timeout: float = 60) -> None:
-    async def pending(session: AsyncSession) -> int:
-        return int(
-            await session.scalar(
-                select(func.count())
-                .select_from(WebhookEvent)
-                .where(WebhookEvent.status != "applied")
-            )
-            or 0
+def wait_all_applied(database_url: str, timeout: float = 60, parked: int = 0) -> None:
+    """Until every event is applied but the `parked` ones, which end `failed`."""
+
+    async def unapplied(session: AsyncSession) -> Counter[str]:
+        rows = await session.execute(
+            select(WebhookEvent.status, func.count())
+            .where(WebhookEvent.status != "applied")
+            .group_by(WebhookEvent.status)
         )
+        return Counter(dict(rows.all()))
 
     deadline = time.monotonic() + timeout
-    while in_db(database_url, pending):
+    while in_db(database_url, unapplied) != Counter({"failed": parked} if parked else {}):
         assert time.monotonic() < deadline, "events left unapplied"
         time.sleep(0.2)
 
 
-def assert_applied_exactly_once(database_url: str, expected: Counter[str]) -> None:
+def assert_applied_exactly_once(database_url: str, expected: Counter[str], parked: int = 0) -> None:
     async def read(session: AsyncSession) -> tuple[int, dict[str, int]]:
         events = int(await session.scalar(select(func.count()).select_from(WebhookEvent)) or 0)
         opens = {m.id: m.opens for m in await session.scalars(select(OutreachMessage))}
         return events, opens
 
     stored, opens = in_db(database_url, read)
-    assert stored == UNIQUE, "every unique event stored once, no duplicate stored"
+    assert stored == UNIQUE + parked, "every unique event stored once, no duplicate stored"
     assert sum(opens.values()) == UNIQUE, "every event applied once"
     assert opens == {m: expected.get(m, 0) for m in opens}
 
@@ -189,8 +206,11 @@ def test_on_postgresql_two_processes_share_the_inbox_and_apply_each_event_once(
     env: dict[str, str], tmp_path: Path, postgres_url: str
 ) -> None:
     """The scale-out shape: two `serve` processes on one PostgreSQL database, deliveries to
-    either, processors claiming batches with SKIP LOCKED."""
+    either, processors claiming batches with SKIP LOCKED; one poisoned event (the database
+    refuses its effect) is tried 3 times and parked as failed while all the others apply."""
     batches, expected = make_batches(seed=3)
+    poisoned = sendgrid_event("bounce", "poison@example.com")
+    batches[len(batches) // 2].append(poisoned)
     servers = []
     urls = []
     try:
@@ -198,13 +218,32 @@ def test_on_postgresql_two_processes_share_the_inbox_and_apply_each_event_once(
             data = tmp_path / name
             data.mkdir()
             port = free_port()
-            own = {**env, "ROLEFERRY_DATABASE_URL": postgres_url, "ROLEFERRY_DATA_DIR": str(data)}
+            own = {
+                **env,
+                "ROLEFERRY_DATABASE_URL": postgres_url,
+                "ROLEFERRY_DATA_DIR": str(data),
+                "ROLEFERRY_WEBHOOK_RETRY_BACKOFF_S": "0.1",
+                "ROLEFERRY_WEBHOOK_MAX_ATTEMPTS": "3",
+            }
             servers.append(start_roleferry(["serve"], own, data, port))
             urls.append(f"http://127.0.0.1:{port}")
         seed_messages(postgres_url)
+        in_db(postgres_url, poison_suppressions)
         send_all(lambda: random.choice(urls), batches)
-        wait_all_applied(postgres_url)
-        assert_applied_exactly_once(postgres_url, expected)
+        wait_all_applied(postgres_url, parked=1)
+        assert_applied_exactly_once(postgres_url, expected, parked=1)
+
+        async def parked(session: AsyncSession) -> tuple[str, int]:
+            row = (
+                await session.execute(
+                    select(WebhookEvent.status, WebhookEvent.attempts).where(
+                        WebhookEvent.event_id == poisoned["sg_event_id"]
+                    )
+                )
+            ).one()
+            return row.status, row.attempts
+
+        assert in_db(postgres_url, parked) == ("failed", 3)
     finally:
         for server in servers:
             server.terminate()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roleferry.api.deps import RuntimeDep
 from roleferry.errors import ServiceUnavailable
+from roleferry.monitoring import metrics as prometheus
 
 router = APIRouter(tags=["operations"])
 
@@ -39,4 +39,4 @@ async def bare(request: Request) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(prometheus.exposition(), media_type=prometheus.CONTENT_TYPE)

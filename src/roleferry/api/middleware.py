@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids with an access log line, and request body limits.
+"""Pure ASGI middleware: request ids with an access log line, and what request bodies may be
+(their size and their encoding).
 
 Pure ASGI (not BaseHTTPMiddleware) so streaming responses and the body stream pass untouched.
 """
@@ -75,7 +76,8 @@ class BodyTooLarge(StarletteHTTPException):
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over a limit with 413, before the route reads them.
+    """Refuses request bodies over a limit with 413, before the route reads them, and encoded
+    (e.g. gzip) bodies with 415: no route decodes them, and a decoder would undo the limit.
 
     `limits` maps a path prefix to its own limit (longest prefix wins); others get `default`.
     Content-Length is checked up front; chunked bodies are counted as they stream in.
@@ -102,6 +104,19 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            await _send_error(
+                send,
+                415,
+                error_body(
+                    "unsupported_media_type",
+                    f"request bodies are not accepted with Content-Encoding: {encoding[:40]}; "
+                    "send the body uncompressed",
+                    {"accepted_encodings": ["identity"]},
+                ),
+            )
             return
         limit = self.limit_for(scope["path"])
         declared = _header(scope, b"content-length")
@@ -138,17 +153,24 @@ class BodyLimitMiddleware:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
+    await _send_error(
+        send,
+        413,
         error_body(
             "payload_too_large",
             f"request body exceeds the limit of {limit} bytes for this route",
             {"limit_bytes": limit},
-        )
-    ).encode()
+        ),
+    )
+
+
+async def _send_error(send: Send, status: int, error: dict[str, Any]) -> None:
+    """Answers before the app runs; the unread body closes the connection."""
+    body = json.dumps(error).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

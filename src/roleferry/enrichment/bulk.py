@@ -11,20 +11,25 @@ priority, inside the bulk share of each provider's budget, saving every contact'
   `max_wait_s`, else goes on without it. A transient failure leaves the contact pending with
   exponential backoff, until 24 hours after the job started, when it is `failed` with the
   reason. A contact every provider answered without an email is `not_found` at once.
+- A cancel stops the chunk while it waits for providers; its answers are saved with
+  conditional updates (only over contacts still pending), so a cancel always stands.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.db import Database
-from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
+from roleferry.enrichment import verification
+from roleferry.enrichment.models import TERMINAL, EnrichmentItem, EnrichmentJob
+from roleferry.providers.base import EmailVerifier
 from roleferry.providers.models import PersonQuery
 from roleferry.resilience.ratelimit import Priority, owner
 from roleferry.search import cache
@@ -37,6 +42,30 @@ CAP_S = 24 * 3600.0
 BACKOFF_BASE_S = 30.0
 BACKOFF_MAX_S = 3600.0
 MAX_WAIT_S = 60.0
+CANCEL_POLL_S = 0.05
+CANCEL_DB_CHECK_S = 1.0
+SAVED_FIELDS = (
+    "status",
+    "email",
+    "source",
+    "confidence",
+    "email_status",
+    "verification",
+    "reason",
+    "attempts",
+    "next_attempt_at",
+    "tried",
+    "provider_calls",
+    "duplicate_of",
+)
+_stop_requests: set[str] = set()
+STOPPED = object()
+
+
+def request_stop(job_id: str) -> None:
+    """Tells this process's chunk of the job, if one is running, to stop now (a cancel).
+    Other processes find out from the database within CANCEL_DB_CHECK_S."""
+    _stop_requests.add(job_id)
 
 
 @dataclass
@@ -72,8 +101,12 @@ async def waiting(session: AsyncSession, job_id: str, now: float) -> dict[str, A
     return _waiting(first.source, first.next_attempt_at, first.reason or "")
 
 
-def person_key(item: EnrichmentItem) -> str:
-    return f"{item.first_name.strip().lower()}|{item.last_name.strip().lower()}|{item.domain}"
+PersonKey = tuple[str, str, str]
+
+
+def person_key(item: EnrichmentItem) -> PersonKey:
+    """Who an item is, for duplicates: a tuple, so that any character in a name round-trips."""
+    return item.first_name.strip().lower(), item.last_name.strip().lower(), item.domain
 
 
 def _backoff(attempts: int, base_s: float) -> float:
@@ -102,7 +135,9 @@ class BulkEnricher:
         clock: Callable[[], float] = time.time,
         backoff_s: float = BACKOFF_BASE_S,
         max_wait_s: float = MAX_WAIT_S,
+        verifier: EmailVerifier | None = None,
     ) -> None:
+        self.verifier = verifier
         self.backoff_s = backoff_s
         self.database = database
         self.waterfall = waterfall
@@ -114,7 +149,8 @@ class BulkEnricher:
         now = self.clock()
         async with self.database.session() as session:
             job = await session.get(EnrichmentJob, job_id)
-            if job is None or job.status == "cancelled":
+            if job is None or job.status in TERMINAL:
+                _stop_requests.discard(job_id)
                 return ChunkResult(cancelled=True)
             if job.started_at is not None and now - job.started_at > CAP_S:
                 await self._give_up(job_id)
@@ -131,9 +167,21 @@ class BulkEnricher:
                     .limit(CHUNK)
                 )
             )
+            # Detached: what the chunk decides is saved only by the conditional save below,
+            # never flushed by this read session over a cancel that landed meanwhile.
+            session.expunge_all()
             work = await self._plan(session, job, items)
-            await session.commit()
-        saves, waiting = await self._ask(job.user_id, work, now)
+        max_wait_s = self.max_wait_s if job.max_wait_s is None else job.max_wait_s
+        asked = await self._unless_stopped(job_id, self._ask(job.user_id, work, now, max_wait_s))
+        if asked is STOPPED:
+            return ChunkResult(cancelled=True)
+        saves, waiting = asked
+        if job.verify_patterns and self.verifier is not None:
+            checked = await self._unless_stopped(
+                job_id, verification.verify_patterns(self.verifier, items)
+            )
+            if checked is STOPPED:
+                return ChunkResult(cancelled=True)
         user_id = job.user_id
         for item in items:
             if item.duplicate_of is not None and item.status == "pending":
@@ -143,8 +191,8 @@ class BulkEnricher:
                 elif leader is not None:
                     item.next_attempt_at, item.reason = leader.next_attempt_at, leader.reason
         async with self.database.write_session() as session:
-            for item in items:
-                await session.merge(item)
+            if items:
+                await session.execute(_SAVE, [_saved(item) for item in items])
             for key, value in saves:
                 await cache.put(
                     session, job.user_id, "enrich", key, value, self.cache_ttl_s, commit=False
@@ -169,11 +217,39 @@ class BulkEnricher:
                 )
         return result
 
+    async def _unless_stopped(self, job_id: str, work: Any) -> Any:
+        """Awaits `work`, unless the job is cancelled (or otherwise closed) first: then the
+        work is abandoned and STOPPED returned, so the workflow ends and frees the user's slot
+        at once instead of after the chunk's provider calls."""
+        task = asyncio.ensure_future(work)
+        try:
+            last_check = time.monotonic()
+            while not task.done():
+                await asyncio.wait({task}, timeout=CANCEL_POLL_S)
+                if task.done():
+                    break
+                if job_id in _stop_requests:
+                    _stop_requests.discard(job_id)
+                    return STOPPED
+                if time.monotonic() - last_check >= CANCEL_DB_CHECK_S:
+                    last_check = time.monotonic()
+                    async with self.database.session() as session:
+                        status = await session.scalar(
+                            select(EnrichmentJob.status).where(EnrichmentJob.id == job_id)
+                        )
+                    if status is None or status in TERMINAL:
+                        return STOPPED
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
     async def _plan(
         self, session: AsyncSession, job: EnrichmentJob, items: list[EnrichmentItem]
     ) -> list[EnrichmentItem]:
         """Answers duplicates and recent look-ups from what is known; returns what to ask."""
-        leaders: dict[str, EnrichmentItem] = {}
+        leaders: dict[PersonKey, EnrichmentItem] = {}
         work: list[EnrichmentItem] = []
         for item in items:
             key = person_key(item)
@@ -203,7 +279,7 @@ class BulkEnricher:
         return work
 
     async def _ask(
-        self, user_id: str, work: list[EnrichmentItem], now: float
+        self, user_id: str, work: list[EnrichmentItem], now: float, max_wait_s: float
     ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any] | None]:
         """The engine's decisions for the chunk, applied to its items; returns what to cache
         and, if contacts wait for a provider, the earliest such wait."""
@@ -212,7 +288,7 @@ class BulkEnricher:
             decisions = await self.waterfall.enrich(
                 [_query(item) for item in work],
                 priority=Priority.BULK,
-                wait=WaitPolicy(self.max_wait_s),
+                wait=WaitPolicy(max_wait_s),
                 done=dones,
             )
         saves: list[tuple[str, dict[str, Any]]] = []
@@ -253,9 +329,9 @@ class BulkEnricher:
         return saves, _waiting(first.provider, first.at, first.reason) if first else None
 
     async def _answered(
-        self, session: AsyncSession, job_id: str, key: str
+        self, session: AsyncSession, job_id: str, key: PersonKey
     ) -> EnrichmentItem | None:
-        first, last, domain = key.split("|")
+        first, last, domain = key
         return await session.scalar(
             select(EnrichmentItem)
             .where(
@@ -296,6 +372,7 @@ def _settle(
     item.source = source
     item.confidence = confidence
     item.email_status = email_status
+    item.verification = verification.of(email_status) if email else None
     item.reason = reason
 
 
@@ -310,3 +387,20 @@ def _copy(item: EnrichmentItem, leader: EnrichmentItem) -> None:
         f"duplicate of line {leader.line}",
     )
     item.duplicate_of = leader.id
+    item.verification = leader.verification
+
+
+_SAVE = (
+    update(EnrichmentItem.__table__)  # type: ignore[arg-type]
+    .where(
+        EnrichmentItem.__table__.c.id == bindparam("item_id"),
+        EnrichmentItem.__table__.c.status == "pending",
+    )
+    .values({name: bindparam(f"new_{name}") for name in SAVED_FIELDS})
+)
+"""Saves a chunk's answers only over contacts still pending: a contact cancelled (or given
+up) while the chunk asked its providers keeps that state."""
+
+
+def _saved(item: EnrichmentItem) -> dict[str, Any]:
+    return {"item_id": item.id, **{f"new_{name}": getattr(item, name) for name in SAVED_FIELDS}}

@@ -2,31 +2,33 @@
 (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of
 "id.timestamp.body">`, the key being the base64 part of the user's `whsec_` secret).
 
-A callback URL is a way into our network if left unchecked: its host must resolve only to
-public addresses (loopback is allowed when `ROLEFERRY_CALLBACK_ALLOW_LOOPBACK`, the
-development default), it is checked when the job is created and again before each delivery
-(the name may point elsewhere by then), and redirects are not followed.
+A callback URL is a way into our network if left unchecked: it goes through the outbound
+address guard (`roleferry.outbound`) when the job is created and again before each delivery
+(the name may point elsewhere by then), and the delivery connects to the address that was
+checked. Loopback is allowed only with `ROLEFERRY_CALLBACK_ALLOW_LOOPBACK` (the development
+default), other non-public networks only as listed in `ROLEFERRY_CALLBACK_ALLOWED_NETWORKS`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import socket
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-import httpx
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roleferry import outbound
+from roleferry.api.times import iso_z
+from roleferry.config import Settings
+from roleferry.db import insert_for
 from roleferry.notifications.models import CallbackSecret
+from roleferry.users.models import utcnow
 
 if TYPE_CHECKING:
     from roleferry.runtime import Runtime
@@ -35,19 +37,38 @@ log = structlog.get_logger(__name__)
 TIMEOUT_S = 15.0
 
 
-class UnsafeCallback(ValueError):
-    """The URL is not one we will call."""
+UnsafeCallback = outbound.UnsafeURL
+
+
+def policy(settings: Settings) -> outbound.AddressPolicy:
+    """The addresses callbacks may reach, as configured."""
+    return outbound.AddressPolicy.of(
+        bool(settings.callback_allow_loopback), settings.callback_allowed_networks
+    )
+
+
+async def check_url(runtime: Runtime, url: str) -> outbound.Target:
+    """The checked address to deliver url to; raises UnsafeCallback saying why not."""
+    return await outbound.resolve(url, policy(runtime.settings), runtime.resolver, "callback_url")
 
 
 async def secret_for(session: AsyncSession, user_id: str) -> str:
-    row = await session.get(CallbackSecret, user_id)
-    if row is None:
-        row = CallbackSecret(
-            user_id=user_id, secret="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        )
-        session.add(row)
-        await session.flush()
-    return row.secret
+    """The user's callback secret, made on first use. Two requests (or processes) making it
+    at once both get the one that was stored: INSERT ... ON CONFLICT DO NOTHING, then read."""
+    existing = await session.get(CallbackSecret, user_id)
+    if existing is not None:
+        return existing.secret
+    fresh = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    await session.execute(
+        insert_for(session, CallbackSecret)
+        .values(user_id=user_id, secret=fresh, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    stored = await session.scalar(
+        select(CallbackSecret.secret).where(CallbackSecret.user_id == user_id)
+    )
+    assert stored is not None
+    return stored
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
@@ -56,43 +77,11 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-async def check_url(url: str, allow_loopback: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UnsafeCallback("callback_url must be an http(s) URL with a host")
-    if parts.username or parts.password:
-        raise UnsafeCallback("callback_url must not carry credentials")
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname,
-            parts.port or (443 if parts.scheme == "https" else 80),
-            type=socket.SOCK_STREAM,
-        )
-    except socket.gaierror as exc:
-        raise UnsafeCallback(f"callback_url host {parts.hostname!r} does not resolve") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address.is_loopback and allow_loopback:
-            continue
-        if (
-            address.is_private
-            or address.is_loopback
-            or address.is_link_local
-            or address.is_reserved
-            or address.is_multicast
-            or address.is_unspecified
-        ):
-            raise UnsafeCallback(
-                f"callback_url host {parts.hostname!r} resolves to {address}, a private or local "
-                "address; callbacks go only to public addresses"
-            )
-
-
 async def deliver(runtime: Runtime, job_id: str, summary: dict[str, Any]) -> None:
     """Posts the summary; raises on failure so that the durable step retries it."""
     url = str(summary["callback_url"])
     try:
-        await check_url(url, bool(runtime.settings.callback_allow_loopback))
+        target = await check_url(runtime, url)
     except UnsafeCallback as exc:
         log.warning("callback_refused", job_id=job_id, reason=str(exc))
         return
@@ -104,7 +93,7 @@ async def deliver(runtime: Runtime, job_id: str, summary: dict[str, Any]) -> Non
         secret = await secret_for(session, job.user_id)
     data = {k: v for k, v in summary.items() if k != "callback_url"}
     body = json.dumps(
-        {"type": "enrichment_job.finished", "timestamp": int(time.time()), "data": data}
+        {"type": "enrichment_job.finished", "timestamp": iso_z(time.time()), "data": data}
     ).encode()
     message_id = f"msg_{job_id}"
     stamp = int(time.time())
@@ -115,7 +104,6 @@ async def deliver(runtime: Runtime, job_id: str, summary: dict[str, Any]) -> Non
         "webhook-signature": sign(secret, message_id, stamp, body),
         "user-agent": "RoleFerry-Callbacks/1",
     }
-    async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False) as client:
-        response = await client.post(url, content=body, headers=headers)
+    response = await outbound.post(target, body, headers, TIMEOUT_S)
     if not 200 <= response.status_code < 300:
         raise RuntimeError(f"callback for {job_id} answered {response.status_code}")

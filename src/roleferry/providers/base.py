@@ -34,6 +34,16 @@ class EmailFinder(Protocol):
 
 
 @runtime_checkable
+class EmailVerifier(Protocol):
+    """Checks whether a mailbox exists. Answers one of Hunter's verifier statuses: `valid`,
+    `invalid`, `accept_all`, `webmail`, `disposable` or `unknown`."""
+
+    name: str
+
+    async def verify_email(self, email: str, *, deadline: Deadline, priority: Priority) -> str: ...
+
+
+@runtime_checkable
 class EmailSender(Protocol):
     """Queues messages and reports addresses that bounced."""
 
@@ -81,9 +91,9 @@ class Payments(Protocol):
 PROTOCOLS: dict[Capability, type] = {
     Capability.PEOPLE_FINDER: PeopleFinder,
     Capability.EMAIL_FINDER: EmailFinder,
+    Capability.EMAIL_VERIFIER: EmailVerifier,
     Capability.EMAIL_SENDER: EmailSender,
     Capability.LLM: LLM,
     Capability.PAYMENTS: Payments,
 }
-"""What a client of a provider offering each capability implements (EmailVerifier has no
-client yet)."""
+"""What a client of a provider offering each capability implements."""

@@ -12,7 +12,7 @@ import httpx
 from redis.asyncio import Redis
 
 from roleferry.config import Settings
-from roleferry.providers.base import EmailFinder, PeopleFinder
+from roleferry.providers.base import EmailFinder, EmailVerifier, PeopleFinder
 from roleferry.providers.catalog import SPECS
 from roleferry.providers.http import ProviderHTTP
 from roleferry.providers.spec import Capability, ProviderSpec
@@ -76,6 +76,7 @@ class Providers:
                 self.clients[spec.name] = client_class(spec)(http, policy)
         self.people_finders: dict[str, PeopleFinder] = self._offering(Capability.PEOPLE_FINDER)
         self.email_finders: dict[str, EmailFinder] = self._offering(Capability.EMAIL_FINDER)
+        self.email_verifiers: dict[str, EmailVerifier] = self._offering(Capability.EMAIL_VERIFIER)
 
     def _offering(self, capability: Capability) -> dict[str, Any]:
         return {s.name: self.clients[s.name] for s in SPECS if s.offers(capability)}

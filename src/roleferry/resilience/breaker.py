@@ -1,5 +1,5 @@
 """An asyncio circuit breaker with resilience4j's semantics (pybreaker does not support
-coroutines: decorating an `async def` never counts a failure, see contracts.md §8).
+coroutines: decorating an `async def` never counts a failure).
 
 CLOSED: every call goes; outcomes fill a count-based sliding window. Once the window holds
 `minimum_calls`, a failure rate or a slow-call rate at or over its threshold opens it.

@@ -193,6 +193,45 @@ def _compose(body: dict[str, Any]) -> tuple[list[str], str, str | None, int]:
     return pieces, reason, stop_sequence, max(1, len(prompt) // 4)
 
 
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """A Message's `usage` with every field the API publishes (no caching or server tools)."""
+    return {
+        "cache_creation": {"ephemeral_1h_input_tokens": 0, "ephemeral_5m_input_tokens": 0},
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "inference_geo": None,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "output_tokens_details": None,
+        "server_tool_use": None,
+        "service_tier": "standard",
+        "speed": None,
+    }
+
+
+def _message(
+    message_id: str,
+    model: str,
+    content: list[dict[str, Any]],
+    stop: tuple[str | None, str | None],
+    usage: dict[str, Any],
+) -> dict[str, Any]:
+    """A Message object with every published field, `null` where a feature is unused."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop[0],
+        "stop_sequence": stop[1],
+        "stop_details": None,
+        "container": None,
+        "diagnostics": None,
+        "usage": usage,
+    }
+
+
 def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
@@ -207,24 +246,15 @@ def router() -> APIRouter:
         _validate(request, body)
         pieces, reason, stop_sequence, input_tokens = _compose(body)
         message_id = "msg_" + secrets.token_urlsafe(18).replace("-", "a").replace("_", "b")
-        usage = {
-            "input_tokens": input_tokens,
-            "output_tokens": len(pieces),
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        }
         if not body.get("stream"):
             return json_response(
-                {
-                    "id": message_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": body["model"],
-                    "content": [{"type": "text", "text": "".join(pieces)}],
-                    "stop_reason": reason,
-                    "stop_sequence": stop_sequence,
-                    "usage": usage,
-                },
+                _message(
+                    message_id,
+                    body["model"],
+                    [{"type": "text", "text": "".join(pieces), "citations": None}],
+                    (reason, stop_sequence),
+                    _usage(input_tokens, len(pieces)),
+                ),
                 headers=headers,
             )
         sandbox = sandbox_of(request)
@@ -233,23 +263,14 @@ def router() -> APIRouter:
         )
 
         async def events() -> AsyncIterator[bytes]:
-            start = {
-                "id": message_id,
-                "type": "message",
-                "role": "assistant",
-                "model": body["model"],
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {**usage, "output_tokens": 1},
-            }
+            start = _message(message_id, body["model"], [], (None, None), _usage(input_tokens, 1))
             yield _sse("message_start", {"type": "message_start", "message": start})
             yield _sse(
                 "content_block_start",
                 {
                     "type": "content_block_start",
                     "index": 0,
-                    "content_block": {"type": "text", "text": ""},
+                    "content_block": {"type": "text", "text": "", "citations": None},
                 },
             )
             yield _sse("ping", {"type": "ping"})
@@ -277,8 +298,20 @@ def router() -> APIRouter:
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": reason, "stop_sequence": stop_sequence},
-                    "usage": {"output_tokens": len(pieces)},
+                    "delta": {
+                        "stop_reason": reason,
+                        "stop_sequence": stop_sequence,
+                        "stop_details": None,
+                        "container": None,
+                    },
+                    "usage": {
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "input_tokens": input_tokens,
+                        "output_tokens": len(pieces),
+                        "output_tokens_details": None,
+                        "server_tool_use": None,
+                    },
                 },
             )
             yield _sse("message_stop", {"type": "message_stop"})

@@ -127,6 +127,52 @@ def _title_matches(title: str, wanted: list[str], similar: bool) -> bool:
     return False
 
 
+# Documented organization fields the world does not model: present and empty, as Apollo
+# answers them for companies it knows little about (docs/sandbox.md).
+_ORGANIZATION_UNKNOWN: dict[str, Any] = dict.fromkeys(
+    (
+        "blog_url",
+        "angellist_url",
+        "twitter_url",
+        "facebook_url",
+        "alexa_ranking",
+        "phone",
+        "linkedin_uid",
+        "publicly_traded_symbol",
+        "publicly_traded_exchange",
+        "logo_url",
+        "crunchbase_url",
+        "sanitized_phone",
+        "raw_address",
+        "street_address",
+        "state",
+        "postal_code",
+        "owned_by_organization_id",
+        "seo_description",
+        "short_description",
+        "annual_revenue_printed",
+        "annual_revenue",
+        "total_funding",
+        "total_funding_printed",
+        "latest_funding_round_date",
+        "latest_funding_stage",
+    )
+)
+_PERSON_UNKNOWN: dict[str, Any] = dict.fromkeys(
+    (
+        "photo_url",
+        "twitter_url",
+        "github_url",
+        "facebook_url",
+        "extrapolated_email_confidence",
+        "state",
+        "city",
+        "country",
+        "intent_strength",
+    )
+)
+
+
 def _organization(company: Company) -> dict[str, Any]:
     return {
         "id": company.id,
@@ -135,16 +181,27 @@ def _organization(company: Company) -> dict[str, Any]:
         "primary_domain": company.domain,
         "linkedin_url": f"http://www.linkedin.com/company/{company.domain.split('.')[0]}",
         "industry": company.industry,
+        "industries": [company.industry],
+        "secondary_industries": [],
+        "keywords": [],
+        "languages": [],
         "estimated_num_employees": company.estimated_num_employees,
         "founded_year": 1990 + company.index % 34,
         "city": None,
         "country": "United States",
+        "suborganizations": [],
+        "num_suborganizations": 0,
+        "retail_location_count": 0,
+        "snippets_loaded": True,
+        "funding_events": [],
+        **_ORGANIZATION_UNKNOWN,
     }
 
 
 def _person_full(world: World, person: Person) -> dict[str, Any]:
     company = world.by_domain[person.company_domain]
     has_email = world.apollo_has_email(person)
+    job = f"{person.id[:12]}{company.id[-12:]}"
     return {
         "id": person.id,
         "first_name": person.first_name,
@@ -157,8 +214,40 @@ def _person_full(world: World, person: Person) -> dict[str, Any]:
         "linkedin_url": person.linkedin_url,
         "seniority": person.seniority,
         "departments": [person.department],
+        "subdepartments": [],
+        "functions": [],
+        "personal_emails": [],
+        "show_intent": False,
+        "revealed_for_current_team": True,
+        "employment_history": [
+            {
+                "_id": job,
+                "id": job,
+                "key": job,
+                "current": True,
+                "organization_id": company.id,
+                "organization_name": company.name,
+                "title": person.title,
+                **dict.fromkeys(
+                    (
+                        "created_at",
+                        "degree",
+                        "description",
+                        "emails",
+                        "end_date",
+                        "grade_level",
+                        "kind",
+                        "major",
+                        "raw_address",
+                        "start_date",
+                        "updated_at",
+                    )
+                ),
+            }
+        ],
         "organization_id": company.id,
         "organization": _organization(company),
+        **_PERSON_UNKNOWN,
     }
 
 
@@ -245,10 +334,18 @@ def router() -> APIRouter:
                             "last_refreshed_at": "2026-10-01T00:00:00.000+00:00",
                             "has_email": world.apollo_has_email(p),
                             "has_city": True,
+                            "has_state": True,
+                            "has_country": True,
                             "has_direct_phone": HAS_DIRECT_PHONE,
                             "organization": {
                                 "name": world.by_domain[p.company_domain].name,
                                 "has_industry": True,
+                                "has_phone": False,
+                                "has_city": False,
+                                "has_state": False,
+                                "has_country": True,
+                                "has_zip_code": False,
+                                "has_revenue": False,
                                 "has_employee_count": True,
                             },
                         }
@@ -275,6 +372,8 @@ def router() -> APIRouter:
                 {
                     "breadcrumbs": [],
                     "partial_results_only": False,
+                    "disable_eu_prospecting": False,
+                    "partial_results_limit": 10_000,
                     "contacts": [],
                     "people": rows,
                     "pagination": _pagination(total, page, per_page),
@@ -357,8 +456,14 @@ def router() -> APIRouter:
             return json_response(
                 {
                     "breadcrumbs": [],
+                    "partial_results_only": False,
+                    "disable_eu_prospecting": False,
+                    "partial_results_limit": 10_000,
                     "accounts": [],
                     "organizations": [_organization(c) for c in found[start : start + per_page]],
+                    "model_ids": [],
+                    "num_fetch_result": None,
+                    "derived_params": None,
                     "pagination": _pagination(len(found), page, per_page),
                 },
                 headers=headers,

@@ -6,17 +6,28 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from roleferry import outbound
 from roleferry.background import cancel_and_wait
-from roleferry.errors import NotFound, Unprocessable, error_response, install_error_handlers
+from roleferry.errors import (
+    Conflict,
+    NotFound,
+    Unprocessable,
+    _code_for,
+    _describe_validation,
+    error_response,
+    install_error_handlers,
+)
 from roleferry.sandbox import anthropic, apollo, clay, hunter, sendgrid, stripe
+from roleferry.sandbox.access import ControlAccess
 from roleferry.sandbox.common import ProviderHTTPError, sandbox_of
 from roleferry.sandbox.control import (
     PROVIDERS,
@@ -25,7 +36,7 @@ from roleferry.sandbox.control import (
     Faults,
     parse_fault_spec,
 )
-from roleferry.sandbox.delivery import WebhookSender
+from roleferry.sandbox.delivery import DeliveryTargets, WebhookSender
 from roleferry.sandbox.keys import (
     SANDBOX_API_KEYS,
     SANDBOX_STRIPE_WEBHOOK_SECRET,
@@ -33,6 +44,9 @@ from roleferry.sandbox.keys import (
     sendgrid_signing_key,
 )
 from roleferry.sandbox.world import World
+
+if TYPE_CHECKING:
+    from roleferry.config import Settings
 
 MODULES: dict[str, Any] = {
     "apollo": apollo,
@@ -58,10 +72,18 @@ class Sandbox:
     """The simulators' shared state: the world, faults and stats, and provider-side data."""
 
     def __init__(
-        self, seed: int = 7, target_url: str = "http://127.0.0.1:8000", faults: Iterable[str] = ()
+        self,
+        seed: int = 7,
+        target_url: str = "http://127.0.0.1:8000",
+        faults: Iterable[str] = (),
+        *,
+        access: ControlAccess | None = None,
+        targets: DeliveryTargets | None = None,
     ) -> None:
         self.seed = seed
         self.target_url = target_url.rstrip("/")
+        self.access = access or ControlAccess()
+        self.targets = targets or DeliveryTargets(self.target_url)
         self.world = World(seed)
         self.control = Control(seed)
         self.api_keys = dict(SANDBOX_API_KEYS)
@@ -74,12 +96,14 @@ class Sandbox:
             "sendgrid",
             duplicate_rate=lambda: self.control["sendgrid"].faults.duplicate_rate,
             horizon_s=SENDGRID_HORIZON_S,
+            targets=self.targets,
             seed=seed,
         )
         self.stripe_sender = WebhookSender(
             "stripe",
             duplicate_rate=lambda: self.control["stripe"].faults.duplicate_rate,
             horizon_s=STRIPE_HORIZON_S,
+            targets=self.targets,
             seed=seed + 1,
         )
         self._flusher: asyncio.Task[None] | None = None
@@ -87,6 +111,38 @@ class Sandbox:
         for spec in self._startup_faults:
             provider, changes = parse_fault_spec(spec)
             self.control.update(provider, changes)
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: Settings,
+        target_url: str,
+        *,
+        listen_host: str = "127.0.0.1",
+        resolver: outbound.Resolver = outbound.system_resolver,
+        serves_this_server: bool = True,
+    ) -> Sandbox:
+        """The sandbox as configured: who may control it, where it may deliver webhooks, and
+        (when it serves this server) which providers are live and so not simulated here."""
+        from roleferry.config import Provider
+
+        admin_key = settings.sandbox_admin_key
+        live = [p.value for p in Provider if settings.is_live(p)] if serves_this_server else []
+        return cls(
+            settings.sandbox_seed,
+            target_url,
+            settings.sandbox_faults,
+            access=ControlAccess(listen_host, admin_key.get_secret_value() if admin_key else None),
+            targets=DeliveryTargets(
+                target_url,
+                settings.sandbox_webhook_targets,
+                outbound.AddressPolicy.of(
+                    bool(settings.callback_allow_loopback), settings.callback_allowed_networks
+                ),
+                resolver,
+                live,
+            ),
+        )
 
     def _clear_state(self) -> None:
         self.sendgrid = sendgrid.SendGridState(
@@ -128,6 +184,7 @@ class Sandbox:
         return self.sendgrid.sign(body)
 
     async def start(self) -> None:
+        self.access.warn_if_exposed()
         self.sendgrid_sender.start()
         self.stripe_sender.start()
         if self._flusher is None:
@@ -158,8 +215,63 @@ class Sandbox:
         }
 
 
+async def _control_access(request: Request) -> None:
+    sandbox_of(request).access.check(request)
+
+
+def _provider_controls(provider: str) -> Callable[[Request], Awaitable[dict[str, Any]]]:
+    async def controls(request: Request) -> dict[str, Any]:
+        """GET: the provider's current controls. PUT: changes some, returns them all."""
+        sandbox = sandbox_of(request)
+        if request.method == "GET":
+            return sandbox.control[provider].faults.model_dump()
+        return await _set_faults(sandbox, provider, request)
+
+    return controls
+
+
+async def _set_faults(sandbox: Sandbox, provider: str, request: Request) -> dict[str, Any]:
+    if provider in sandbox.targets.live:
+        raise Conflict(
+            f"{provider} is live on this server (ROLEFERRY_{provider.upper()}_API_KEY is set):"
+            " its traffic goes to the real API, so its simulator's controls are locked"
+        )
+    try:
+        changes = json.loads(await request.body() or b"{}")
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
+        raise Unprocessable(f"body is not JSON: {exc}") from exc
+    if not isinstance(changes, dict):
+        raise Unprocessable("body must be a JSON object of fault settings")
+    unknown = sorted(set(changes) - set(Faults.model_fields))
+    if unknown:
+        allowed = ", ".join(sorted(Faults.model_fields))
+        raise Unprocessable(
+            f"unknown fault settings: {', '.join(unknown)}; allowed: {allowed}",
+            details=[
+                {"field": name, "reason": "unknown fault setting", "type": "extra_forbidden"}
+                for name in unknown
+            ],
+        )
+    url = changes.get("webhook_url")
+    if url is not None:
+        refused = sandbox.targets.refusal(provider, str(url))
+        if refused is not None:
+            raise Unprocessable(
+                f"webhook_url: {refused}",
+                details=[{"field": "webhook_url", "reason": refused, "type": "value_error"}],
+            )
+    try:
+        faults = sandbox.control.update(provider, changes)
+    except ValidationError as exc:
+        message, details = _describe_validation(list(exc.errors()))
+        raise Unprocessable(message, details=details) from exc
+    return faults.model_dump()
+
+
 def _control_router() -> APIRouter:
-    api = APIRouter(prefix="/_control", tags=["sandbox control"])
+    api = APIRouter(
+        prefix="/_control", tags=["sandbox control"], dependencies=[Depends(_control_access)]
+    )
 
     @api.get("")
     async def all_faults(request: Request) -> dict[str, Any]:
@@ -175,32 +287,12 @@ def _control_router() -> APIRouter:
         sandbox_of(request).reset()
         return {"status": "reset"}
 
-    @api.put("/{provider}")
-    async def set_faults(request: Request, provider: str) -> dict[str, Any]:
-        if provider not in PROVIDERS:
-            raise NotFound(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
-        try:
-            changes = json.loads(await request.body() or b"{}")
-        except json.JSONDecodeError as exc:
-            raise Unprocessable(f"body is not JSON: {exc}") from exc
-        if not isinstance(changes, dict):
-            raise Unprocessable("body must be a JSON object of fault settings")
-        unknown = set(changes) - set(Faults.model_fields)
-        if unknown:
-            raise Unprocessable(
-                f"unknown fault settings: {', '.join(sorted(unknown))}",
-                details={"allowed": sorted(Faults.model_fields)},
-            )
-        from pydantic import ValidationError
-
-        try:
-            faults = sandbox_of(request).control.update(provider, changes)
-        except ValidationError as exc:
-            raise Unprocessable(
-                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
-                details=json.loads(exc.json(include_url=False)),
-            ) from exc
-        return faults.model_dump()
+    for name in PROVIDERS:
+        # One route per provider with both methods: a wrong method (or /reset read with GET)
+        # is then the router's 405 with an Allow header, not an "unknown provider" 404.
+        api.add_api_route(
+            f"/{name}", _provider_controls(name), methods=["GET", "PUT"], name=f"control_{name}"
+        )
 
     return api
 
@@ -292,7 +384,18 @@ def build_sandbox_app(sandbox: Sandbox) -> FastAPI:
         path = request.url.path.removeprefix(request.scope.get("root_path", ""))
         provider = path.lstrip("/").split("/", 1)[0]
         if provider not in MODULES:
-            return error_response(exc.status_code, "not_found", str(exc.detail))
+            headers = dict(exc.headers) if exc.headers else None
+            message = str(exc.detail)
+            if exc.status_code == 405:
+                message = f"{request.method} is not allowed on {path}"
+            elif exc.status_code == 404 and path.startswith("/_control/"):
+                message = (
+                    f"no control at {path}: use /_control, /_control/stats, /_control/reset or "
+                    f"/_control/<provider> with a provider of {', '.join(PROVIDERS)}"
+                )
+            return error_response(
+                exc.status_code, _code_for(exc.status_code), message, headers=headers
+            )
         error = ERROR_TYPES[provider](
             exc.status_code, f"Unrecognized request URL ({request.method}: {path})"
         )

@@ -1,4 +1,4 @@
-"""Clay simulator, after the contract chosen in contracts.md: the Public API's people search.
+"""Clay simulator: the Public API's people search (see docs/sandbox.md for the routes chosen).
 
 Clay has no documented synchronous "find people" REST call; its 2026 Public API
 (`https://api.clay.com/public/v0`, key in `clay-api-key`, Bearer refused) searches Clay's
@@ -34,7 +34,8 @@ class ClayError(ProviderHTTPError):
     provider = "clay"
 
 
-_TYPES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 429: "rate_limited"}
+# Error types as Clay's Public API names them (validation_error, rate_limited, quota_exceeded).
+_TYPES = {400: "validation_error", 401: "unauthorized", 404: "not_found", 429: "rate_limited"}
 
 
 def render_error(status: int) -> tuple[dict[str, object], dict[str, str]]:
@@ -44,13 +45,13 @@ def render_error(status: int) -> tuple[dict[str, object], dict[str, str]]:
 
 
 def error_response(exc: ProviderHTTPError) -> JSONResponse:
-    body = {
-        "error": {
-            "type": exc.code or _TYPES.get(exc.status, "internal_error"),
-            "message": exc.message,
-        }
+    error: dict[str, Any] = {
+        "type": exc.code or _TYPES.get(exc.status, "internal_error"),
+        "message": exc.message,
     }
-    return json_response(body, exc.status, exc.headers)
+    if exc.status == 429 and "retry-after" in exc.headers:
+        error["details"] = {"retryAfter": int(exc.headers["retry-after"])}
+    return json_response({"error": error}, exc.status, exc.headers)
 
 
 def _authorize(request: Request) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 if TYPE_CHECKING:
     from roleferry.sandbox.app import Sandbox
@@ -41,13 +42,18 @@ def sandbox_of(request: Request) -> Sandbox:
 
 
 async def json_object(request: Request, error: type[ProviderHTTPError]) -> dict[str, Any]:
-    """The body as a JSON object; a body that is not one is the provider's own 400."""
-    raw = await request.body()
+    """The body as a JSON object; a body that is not one is the provider's own 400. A client
+    that hung up mid-request (our client abandoning a cancelled job's call) gets a 400 it
+    will never read, not an unhandled error in the server's log."""
+    try:
+        raw = await request.body()
+    except ClientDisconnect as exc:
+        raise error(400, "the client disconnected before sending its body") from exc
     if not raw.strip():
         return {}
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or nested too deep
         raise error(400, f"request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(body, dict):
         raise error(400, "request body must be a JSON object", code="invalid_json")

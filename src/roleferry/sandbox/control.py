@@ -15,17 +15,35 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROVIDERS = ("apollo", "clay", "hunter", "sendgrid", "anthropic", "stripe")
 
 
 class RateLimit(BaseModel):
+    """A window: `{"limit": 100, "period_s": 10}`, or the same written `"100/10"` (and `100`
+    for 100 a second), as in ROLEFERRY_SANDBOX_FAULTS and `--fault`."""
+
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(gt=0)
     period_s: float = Field(gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"limit": value, "period_s": 1.0}
+        if isinstance(value, str):
+            limit, slash, period = value.strip().partition("/")
+            try:
+                return {"limit": int(limit), "period_s": float(period) if slash else 1.0}
+            except ValueError:
+                raise ValueError(
+                    f"write rate_limit as LIMIT/SECONDS, such as 100/10; got {value!r}"
+                ) from None
+        return value
 
 
 class Faults(BaseModel):
@@ -156,18 +174,15 @@ def parse_fault_spec(spec: str) -> tuple[str, dict[str, object]]:
     changes: dict[str, object] = {}
     for assignment in assignments.split(";"):
         name, _, value = assignment.partition("=")
-        if name == "rate_limit":
-            limit, _, period = value.partition("/")
-            changes[name] = {"limit": int(limit), "period_s": float(period or 1)}
-        elif value.lower() in ("true", "false"):
+        if value.lower() in ("true", "false"):
             changes[name] = value.lower() == "true"
         else:
             try:
                 changes[name] = json.loads(value)
             except json.JSONDecodeError:
                 changes[name] = value
-    Faults.model_validate({**Faults().model_dump(), **changes})
-    return provider, changes
+    validated = Faults.model_validate({**Faults().model_dump(), **changes}).model_dump()
+    return provider, {name: validated[name] for name in changes}
 
 
 class ControlMiddleware:

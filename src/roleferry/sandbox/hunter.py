@@ -222,14 +222,28 @@ def router() -> APIRouter:
         if company is not None:
             view = world.hunter_view(company, first, last)
             person = world.find_person(company.domain, first, last)
+            # Published on the web: Hunter knows the person, cites where, and has verified
+            # the mailbox. Otherwise the address is the domain's pattern applied to the name,
+            # with a score and no verification: a made-up name gets one too.
+            listed = person is not None and world.hunter_lists(person) and view.correct
             data.update(
                 email=view.email,
                 score=view.confidence,
-                position=person.title if person and world.hunter_lists(person) else None,
-                verification={
-                    "date": "2026-10-01",
-                    "status": "valid" if view.confidence >= 70 else "accept_all",
-                },
+                position=person.title if person and listed else None,
+                verification={"date": "2026-10-01", "status": "valid"}
+                if listed
+                else {"date": None, "status": None},
+                sources=[
+                    {
+                        "domain": company.domain,
+                        "uri": f"https://{company.domain}/team",
+                        "extracted_on": "2026-09-14",
+                        "last_seen_on": "2026-10-01",
+                        "still_on_page": True,
+                    }
+                ]
+                if listed
+                else [],
             )
             _charge(request, 1)
         return json_response(
@@ -290,6 +304,7 @@ def router() -> APIRouter:
                     "plan_name": "Sandbox",
                     "plan_level": 1,
                     "reset_date": "2026-12-01",
+                    "team_id": 1,
                     "requests": {
                         "searches": {
                             "used": sandbox.hunter_used,

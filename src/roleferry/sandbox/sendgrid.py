@@ -29,6 +29,7 @@ from roleferry.sandbox.common import ProviderHTTPError, json_object, json_respon
 from roleferry.webhooks.inbox import SENDGRID_TYPES
 
 MAX_RECIPIENTS = 1000
+MAX_MESSAGE_BYTES = 30 * 1024 * 1024
 MAX_CUSTOM_ARGS_BYTES = 10_000
 MAX_SEND_AHEAD_S = 72 * 3600
 BATCH_MAX_BYTES = 768 * 1024
@@ -83,22 +84,38 @@ def error_response(exc: ProviderHTTPError) -> JSONResponse:
     )
 
 
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
 @dataclass
 class WebhookSettings:
+    """The account's one Event Webhook: the legacy webhook, whose `created_date` is null."""
+
     url: str
+    id: str = ""
     enabled: bool = True
     signed: bool = True
     events: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(EVENT_TYPES, True))
+    updated_at: float = field(default_factory=time.time)
 
     def as_json(self) -> dict[str, Any]:
         flags = {("spam_report" if k == "spamreport" else k): v for k, v in self.events.items()}
         return {
             "enabled": self.enabled,
             "url": self.url,
+            "account_status_change": False,
             **flags,
+            "friendly_name": None,
+            "id": self.id,
+            "created_date": None,
+            "updated_date": _iso(self.updated_at),
             "oauth_client_id": None,
             "oauth_token_url": None,
         }
+
+    def signed_json(self, public_key: str) -> dict[str, str]:
+        return {"id": self.id, "public_key": public_key if self.signed else ""}
 
 
 class SendGridState:
@@ -109,7 +126,7 @@ class SendGridState:
     ) -> None:
         self.seed = seed
         self.signing_key = signing_key
-        self.settings = WebhookSettings(url=webhook_url)
+        self.settings = WebhookSettings(url=webhook_url, id=str(uuid.UUID(int=seed, version=4)))
         self.messages: dict[str, list[dict[str, Any]]] = {}
         self.bounces: dict[str, dict[str, Any]] = {}
         self.spam_reports: dict[str, dict[str, Any]] = {}
@@ -281,8 +298,11 @@ def _validate_mail(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
             "You may have at most 10 categories, each at most 255 characters.",
             "message.categories",
         )
+    elif categories is not None and len(set(categories)) != len(categories):
+        problem("categories", "The categories must be unique.", "message.categories")
     if isinstance(body.get("custom_args"), dict):
         _check_custom_args(body["custom_args"], "custom_args", problem)
+    _check_extras(body, problem)
     send_at = body.get("send_at")
     if send_at is not None and (not isinstance(send_at, int) or send_at > now + MAX_SEND_AHEAD_S):
         problem(
@@ -291,6 +311,46 @@ def _validate_mail(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
     if errors:
         raise MailValidation(errors)
     return personalizations
+
+
+def _check_extras(body: dict[str, Any], problem: Any) -> None:
+    """Attachments, unsubscribe group and IP pool, as the Mail Send reference constrains them."""
+    attachments = body.get("attachments")
+    if attachments is not None and not isinstance(attachments, list):
+        problem("attachments", "The attachments must be an array.", "message.attachments")
+    for i, item in enumerate(attachments if isinstance(attachments, list) else []):
+        if not isinstance(item, dict) or not item.get("content"):
+            problem(
+                f"attachments.{i}.content",
+                "The attachment content is required and must be base64 encoded.",
+                "message.attachments.content",
+            )
+        elif not isinstance(item.get("filename"), str):
+            problem(
+                f"attachments.{i}.filename",
+                "The attachment filename is required.",
+                "message.attachments.filename",
+            )
+        elif item.get("disposition", "attachment") not in ("inline", "attachment"):
+            problem(
+                f"attachments.{i}.disposition",
+                "The disposition must be inline or attachment.",
+                "message.attachments.disposition",
+            )
+    asm = body.get("asm")
+    if asm is not None and (
+        not isinstance(asm, dict)
+        or not isinstance(asm.get("group_id"), int)
+        or isinstance(asm.get("group_id"), bool)
+    ):
+        problem("asm.group_id", "The asm group_id must be an integer.", "message.asm.group_id")
+    pool = body.get("ip_pool_name")
+    if pool is not None and (not isinstance(pool, str) or not 2 <= len(pool) <= 64):
+        problem(
+            "ip_pool_name",
+            "The ip_pool_name must be between 2 and 64 characters.",
+            "message.ip_pool_name",
+        )
 
 
 def _check_custom_args(args: dict[str, Any], where: str, problem: Any) -> None:
@@ -490,6 +550,8 @@ def router() -> APIRouter:
         _authorize(request)
         sandbox = sandbox_of(request)
         _rate_headers(request, "mail", 3000, 1.0)
+        if len(await request.body()) > MAX_MESSAGE_BYTES:
+            raise SendGridError(413, "content too large")
         body = await json_object(request, SendGridError)
         now = time.time()
         try:
@@ -538,6 +600,9 @@ def router() -> APIRouter:
             url = body["url"]
             if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
                 raise SendGridError(400, "url must be a valid http or https URL", field="url")
+            refused = sandbox_of(request).targets.refusal("sendgrid", url)
+            if refused is not None:
+                raise SendGridError(400, f"url: {refused}", field="url")
             settings.url = url
         if "enabled" in body:
             if not isinstance(body["enabled"], bool):
@@ -549,14 +614,14 @@ def router() -> APIRouter:
                 if not isinstance(value, bool):
                     raise SendGridError(400, f"{name} must be a boolean", field=name)
                 settings.events[event] = value
+        settings.updated_at = time.time()
         return json_response(settings.as_json())
 
     @api.get("/user/webhooks/event/settings/signed")
     async def get_signed(request: Request) -> JSONResponse:
         _authorize(request)
         sandbox = sandbox_of(request)
-        key = sandbox.sendgrid_public_key if sandbox.sendgrid.settings.signed else ""
-        return json_response({"public_key": key})
+        return json_response(sandbox.sendgrid.settings.signed_json(sandbox.sendgrid_public_key))
 
     @api.patch("/user/webhooks/event/settings/signed")
     async def patch_signed(request: Request) -> JSONResponse:
@@ -566,7 +631,7 @@ def router() -> APIRouter:
             raise SendGridError(400, "enabled must be a boolean", field="enabled")
         sandbox = sandbox_of(request)
         sandbox.sendgrid.settings.signed = body["enabled"]
-        return json_response({"public_key": sandbox.sendgrid_public_key if body["enabled"] else ""})
+        return json_response(sandbox.sendgrid.settings.signed_json(sandbox.sendgrid_public_key))
 
     return api
 

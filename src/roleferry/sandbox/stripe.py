@@ -1,6 +1,8 @@
-"""Stripe simulator: Checkout Sessions, PaymentIntents, Refunds and Events, form-encoded, with
-Stripe's error shape and Idempotency-Key semantics, a stand-in hosted checkout page, and
-events delivered signed with `Stripe-Signature` (t=…,v1=HMAC-SHA256 of "t.body").
+"""Stripe simulator: Checkout Sessions, PaymentIntents, Charges, Refunds and Events (retrieve,
+list with Stripe's filters, `expand[]`), form-encoded, with Stripe's error shape and
+Idempotency-Key semantics, a stand-in hosted checkout page, and events delivered signed with
+`Stripe-Signature` (t=…,v1=HMAC-SHA256 of "t.body"). Objects carry every field Stripe
+publishes (see stripe_objects.py).
 
 Cards on the hosted page: 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined.
 PaymentIntents confirmed in the API take `pm_card_visa` (succeeds) or
@@ -13,18 +15,20 @@ import hashlib
 import hmac
 import html
 import json
+import operator
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from roleferry.sandbox import stripe_objects as objects
 from roleferry.sandbox.common import ProviderHTTPError, json_response, sandbox_of
 
-API_VERSION = "2026-10-28.endive"
 IDEMPOTENCY_TTL_S = 24 * 3600
 PER_SECOND = 25
 PRICES: dict[str, tuple[int, str, str]] = {
@@ -123,10 +127,6 @@ def _lists_from_int_dicts(value: Any) -> Any:
     return value
 
 
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_test_{secrets.token_urlsafe(18).replace('-', 'a').replace('_', 'b')}"
-
-
 @dataclass
 class StripeState:
     secret: str
@@ -151,29 +151,6 @@ class StripeState:
         }
 
 
-def _intent(
-    amount: int, currency: str, metadata: dict[str, Any], description: str | None = None
-) -> dict[str, Any]:
-    pid = _new_id("pi")
-    return {
-        "id": pid,
-        "object": "payment_intent",
-        "amount": amount,
-        "amount_received": 0,
-        "currency": currency,
-        "status": "requires_payment_method",
-        "metadata": metadata,
-        "client_secret": f"{pid}_secret_{secrets.token_hex(8)}",
-        "created": int(time.time()),
-        "livemode": False,
-        "latest_charge": None,
-        "payment_method": None,
-        "last_payment_error": None,
-        "description": description,
-        "automatic_payment_methods": {"enabled": True},
-    }
-
-
 class StripeSimulator:
     """Payment state changes, and the events each change emits."""
 
@@ -182,61 +159,42 @@ class StripeSimulator:
         self.state: StripeState = self.sandbox.stripe
 
     def emit(self, type_: str, obj: dict[str, Any], idempotency_key: str | None = None) -> None:
-        event_id = _new_id("evt")
-        event: dict[str, Any] = {
-            "id": event_id,
-            "object": "event",
-            "api_version": API_VERSION,
-            "created": int(time.time()),
-            "livemode": False,
-            "pending_webhooks": 1,
-            "request": {"id": "req_" + secrets.token_hex(7), "idempotency_key": idempotency_key},
-            "type": type_,
-            "data": {"object": json.loads(json.dumps(obj))},
-        }
-        self.state.events[event_id] = event
+        event = objects.event(type_, json.loads(json.dumps(obj)), idempotency_key)
+        self.state.events[event["id"]] = event
+
+        def delivered() -> None:
+            event["pending_webhooks"] = 0
+
         self.sandbox.stripe_sender.enqueue(
-            self.sandbox.stripe_webhook_url(), json.dumps(event).encode(), self.state.sign
+            self.sandbox.stripe_webhook_url(),
+            json.dumps(event).encode(),
+            self.state.sign,
+            on_delivered=delivered,
         )
 
-    def pay(self, intent: dict[str, Any], succeeds: bool) -> None:
+    def pay(self, intent: dict[str, Any], payment_method: str, succeeds: bool) -> None:
         if succeeds:
-            charge_id = _new_id("ch")
-            charge = {
-                "id": charge_id,
-                "object": "charge",
-                "amount": intent["amount"],
-                "amount_refunded": 0,
-                "currency": intent["currency"],
-                "payment_intent": intent["id"],
-                "paid": True,
-                "refunded": False,
-                "status": "succeeded",
-                "created": int(time.time()),
-                "metadata": intent["metadata"],
-                "livemode": False,
-            }
-            self.state.charges[charge_id] = charge
+            charge = objects.charge(intent, payment_method)
+            self.state.charges[charge["id"]] = charge
             intent.update(
                 status="succeeded",
                 amount_received=intent["amount"],
-                latest_charge=charge_id,
-                payment_method="pm_card_visa",
+                latest_charge=charge["id"],
+                payment_method=payment_method,
                 last_payment_error=None,
             )
             self.emit("payment_intent.succeeded", intent)
             self.emit("charge.succeeded", charge)
         else:
+            failed = objects.failed_charge(intent, payment_method)
+            self.state.charges[failed["id"]] = failed
             intent.update(
                 status="requires_payment_method",
+                latest_charge=failed["id"],
                 payment_method=None,
-                last_payment_error={
-                    "type": "card_error",
-                    "code": "card_declined",
-                    "decline_code": "generic_decline",
-                    "message": "Your card was declined.",
-                },
+                last_payment_error=objects.declined_error(failed["id"]),
             )
+            self.emit("charge.failed", failed)
             self.emit("payment_intent.payment_failed", intent)
 
 
@@ -280,7 +238,11 @@ async def _form(request: Request) -> dict[str, Any]:
         )
     from urllib.parse import parse_qsl
 
-    return parse_form(parse_qsl(raw.decode(), keep_blank_values=True))
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise StripeError(400, "Invalid request: the body is not UTF-8 text.") from exc
+    return parse_form(parse_qsl(text, keep_blank_values=True))
 
 
 async def _idempotent(request: Request, key: str, handler: Any) -> Response:
@@ -359,6 +321,7 @@ def _line_items(params: dict[str, Any]) -> tuple[int, str, list[dict[str, Any]]]
                 400, "Invalid line item.", code="parameter_invalid", param=f"line_items[{i}]"
             )
         quantity = _int(item.get("quantity", 1), f"line_items[{i}][quantity]", 1)
+        price_id = None
         if "price" in item:
             if item["price"] not in PRICES:
                 raise StripeError(
@@ -367,7 +330,8 @@ def _line_items(params: dict[str, Any]) -> tuple[int, str, list[dict[str, Any]]]
                     code="resource_missing",
                     param=f"line_items[{i}][price]",
                 )
-            amount, cur, name = PRICES[item["price"]]
+            price_id = item["price"]
+            amount, cur, name = PRICES[price_id]
         elif isinstance(item.get("price_data"), dict):
             data = item["price_data"]
             if not data.get("currency"):
@@ -391,12 +355,168 @@ def _line_items(params: dict[str, Any]) -> tuple[int, str, list[dict[str, Any]]]
             raise StripeError(400, "All line items must use the same currency.", param="line_items")
         currency = cur
         total += amount * quantity
-        rows.append({"description": name, "quantity": quantity, "amount_total": amount * quantity})
+        rows.append(objects.line_item(name, quantity, amount, cur, price_id))
     return total, currency or "usd", rows
+
+
+def _query(request: Request) -> dict[str, Any]:
+    return parse_form(list(request.query_params.multi_items()))
+
+
+def _expanded(
+    obj: dict[str, Any], params: dict[str, Any], expanders: dict[str, Callable[[Any], Any]]
+) -> dict[str, Any]:
+    """Applies `expand[]`: each named field is replaced by the object (or list) it refers to;
+    a field that cannot be expanded gets Stripe's 400."""
+    wanted = params.get("expand") or []
+    if not isinstance(wanted, list):
+        wanted = [wanted]
+    result = dict(obj)
+    for name in wanted:
+        if name not in expanders:
+            raise StripeError(
+                400, f"This property cannot be expanded ({name}).", param="expand", code=None
+            )
+        result[name] = expanders[name](obj.get(name))
+    return result
+
+
+def _missing(kind: str, object_id: str, param: str = "id") -> StripeError:
+    return StripeError(404, f"No such {kind}: '{object_id}'", code="resource_missing", param=param)
+
+
+def _bool(value: Any, param: str) -> bool:
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise StripeError(
+        400, f"Invalid boolean: {value}", code="parameter_invalid_boolean", param=param
+    )
+
+
+_COMPARISONS: dict[str, Callable[[int, int], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+def _created_filter(value: Any) -> Callable[[int], bool]:
+    """`created=N` or `created[gt|gte|lt|lte]=N`, as every Stripe list takes it."""
+    if not isinstance(value, dict):
+        exact = _int(value, "created")
+        return lambda created: created == exact
+    bounds: list[tuple[Callable[[int, int], bool], int]] = []
+    for op, bound in value.items():
+        if op not in _COMPARISONS:
+            raise StripeError(
+                400,
+                f"Received unknown parameter: created[{op}]",
+                code="parameter_unknown",
+                param=f"created[{op}]",
+            )
+        bounds.append((_COMPARISONS[op], _int(bound, f"created[{op}]")))
+    return lambda created: all(compare(created, limit) for compare, limit in bounds)
+
+
+def _type_matcher(params: dict[str, Any]) -> Callable[[str], bool]:
+    """`type` (one name, `*` matching any part: `charge.*`) or `types[]` (up to 20 names)."""
+    if "type" in params and "types" in params:
+        raise StripeError(
+            400, "You may only specify one of these parameters: type, types.", param="types"
+        )
+    if "types" in params:
+        names = params["types"] if isinstance(params["types"], list) else [params["types"]]
+        if len(names) > 20:
+            raise StripeError(400, "You may pass at most 20 event types in types[].", param="types")
+        wanted = set(names)
+        return lambda type_: type_ in wanted
+    if "type" in params:
+        pattern = re.compile(
+            "^"
+            + r"\.".join(".+" if p == "*" else re.escape(p) for p in params["type"].split("."))
+            + "$"
+        )
+        return lambda type_: bool(pattern.match(type_))
+    return lambda _type: True
+
+
+def _page_of(
+    rows: list[dict[str, Any]], params: dict[str, Any], url: str, kind: str
+) -> dict[str, Any]:
+    """A page of `rows` (newest first) by `limit`, `starting_after` and `ending_before`."""
+    limit = _int(params.get("limit", 10), "limit", 1)
+    if limit > 100:
+        raise StripeError(
+            400,
+            "This value must be less than or equal to 100.",
+            code="parameter_invalid_integer",
+            param="limit",
+        )
+    if "starting_after" in params and "ending_before" in params:
+        raise StripeError(
+            400,
+            "You may only specify one of these parameters: ending_before, starting_after.",
+            param="ending_before",
+        )
+    ids = [row["id"] for row in rows]
+    for cursor in ("starting_after", "ending_before"):
+        if cursor in params and params[cursor] not in ids:
+            raise _missing(kind, str(params[cursor]), cursor)
+    if "starting_after" in params:
+        start = ids.index(params["starting_after"]) + 1
+        page = rows[start : start + limit]
+        has_more = start + limit < len(rows)
+    elif "ending_before" in params:
+        end = ids.index(params["ending_before"])
+        page = rows[max(0, end - limit) : end]
+        has_more = end - limit > 0
+    else:
+        page, has_more = rows[:limit], len(rows) > limit
+    return objects.list_object(page, url, has_more)
 
 
 def router() -> APIRouter:
     api = APIRouter(prefix="/stripe")
+
+    def session_of(request: Request, session_id: str) -> dict[str, Any]:
+        session = sandbox_of(request).stripe.sessions.get(session_id)
+        if session is None:
+            raise _missing("checkout.session", session_id)
+        return session
+
+    def session_view(request: Request, session: dict[str, Any], params: dict[str, Any]) -> Any:
+        state = sandbox_of(request).stripe
+        return _expanded(
+            _public_session(session),
+            params,
+            {
+                "line_items": lambda _v: objects.list_object(
+                    session["_items"], f"/v1/checkout/sessions/{session['id']}/line_items"
+                ),
+                "payment_intent": lambda v: state.intents.get(v) if v else None,
+            },
+        )
+
+    def charge_view(request: Request, charge: dict[str, Any], params: dict[str, Any]) -> Any:
+        state = sandbox_of(request).stripe
+        return _expanded(
+            charge,
+            params,
+            {
+                "refunds": lambda _v: objects.list_object(
+                    [r for r in reversed(state.refunds.values()) if r["charge"] == charge["id"]],
+                    f"/v1/charges/{charge['id']}/refunds",
+                ),
+                "payment_intent": lambda v: state.intents.get(v) if v else None,
+            },
+        )
+
+    def intent_view(request: Request, intent: dict[str, Any], params: dict[str, Any]) -> Any:
+        state = sandbox_of(request).stripe
+        return _expanded(
+            intent, params, {"latest_charge": lambda v: state.charges.get(v) if v else None}
+        )
 
     @api.post("/v1/checkout/sessions")
     async def create_session(request: Request) -> Response:
@@ -412,8 +532,9 @@ def router() -> APIRouter:
                     code="parameter_missing" if not mode else "parameter_invalid",
                     param="mode",
                 )
-            ui_mode = params.get("ui_mode", "hosted")
-            if ui_mode in ("hosted", "hosted_page") and not params.get("success_url"):
+            ui_mode = params.get("ui_mode", "hosted_page")
+            hosted = ui_mode in ("hosted", "hosted_page")
+            if hosted and not params.get("success_url"):
                 raise StripeError(
                     400,
                     "Missing required param: success_url.",
@@ -428,38 +549,25 @@ def router() -> APIRouter:
                     param="line_items",
                 )
             sim = StripeSimulator(request)
-            sid = _new_id("cs")
-            session = {
-                "id": sid,
-                "object": "checkout.session",
-                "mode": mode,
-                "ui_mode": ui_mode,
-                "amount_subtotal": total,
-                "amount_total": total,
-                "currency": currency,
-                "client_reference_id": params.get("client_reference_id"),
-                "customer": params.get("customer"),
-                "customer_email": params.get("customer_email"),
-                "metadata": params.get("metadata") or {},
-                "payment_intent": None,
-                "payment_status": "unpaid",
-                "status": "open",
-                "livemode": False,
-                "success_url": params.get("success_url"),
-                "cancel_url": params.get("cancel_url"),
-                "created": int(time.time()),
-                "expires_at": _int(
-                    params.get("expires_at", int(time.time()) + 86400), "expires_at"
-                ),
-                "url": str(request.url_for("pay_page", session_id=sid))
-                if ui_mode in ("hosted", "hosted_page")
-                else None,
-                "payment_intent_data": params.get("payment_intent_data") or {},
-                "line_items_preview": rows,
-            }
+            sid = objects.new_id("cs")
+            session = objects.checkout_session(
+                sid,
+                mode=mode,
+                ui_mode=ui_mode,
+                amount=total,
+                currency=currency,
+                params=params,
+                url=str(request.url_for("pay_page", session_id=sid)) if hosted else None,
+                expires_at=_int(params.get("expires_at", int(time.time()) + 86400), "expires_at"),
+            )
+            session["_items"] = rows
+            session["_intent_metadata"] = dict(
+                (params.get("payment_intent_data") or {}).get("metadata") or {}
+            )
             sim.state.sessions[sid] = session
             return json_response(
-                _public_session(session), headers={"request-id": "req_" + secrets.token_hex(7)}
+                session_view(request, session, params),
+                headers={"request-id": "req_" + secrets.token_hex(7)},
             )
 
         return await _idempotent(request, key, handle)
@@ -467,15 +575,16 @@ def router() -> APIRouter:
     @api.get("/v1/checkout/sessions/{session_id}")
     async def get_session(request: Request, session_id: str) -> JSONResponse:
         _authorize(request)
-        session = sandbox_of(request).stripe.sessions.get(session_id)
-        if session is None:
-            raise StripeError(
-                404,
-                f"No such checkout.session: '{session_id}'",
-                code="resource_missing",
-                param="id",
-            )
-        return json_response(_public_session(session))
+        session = session_of(request, session_id)
+        return json_response(session_view(request, session, _query(request)))
+
+    @api.get("/v1/checkout/sessions/{session_id}/line_items")
+    async def get_session_line_items(request: Request, session_id: str) -> JSONResponse:
+        _authorize(request)
+        session = session_of(request, session_id)
+        url = f"/v1/checkout/sessions/{session_id}/line_items"
+        rows = list(reversed(session["_items"]))
+        return json_response(_page_of(rows, _query(request), url, "line_item"))
 
     @api.post("/v1/payment_intents")
     async def create_intent(request: Request) -> Response:
@@ -496,7 +605,7 @@ def router() -> APIRouter:
                     param="currency",
                 )
             sim = StripeSimulator(request)
-            intent = _intent(
+            intent = objects.payment_intent(
                 amount,
                 str(params["currency"]).lower(),
                 params.get("metadata") or {},
@@ -517,7 +626,7 @@ def router() -> APIRouter:
                         code="parameter_missing",
                         param="payment_method",
                     )
-                sim.pay(intent, succeeds=method == "pm_card_visa")
+                sim.pay(intent, objects.new_id("pm"), succeeds=method == "pm_card_visa")
                 if intent["status"] != "succeeded":
                     raise StripeError(
                         402,
@@ -526,7 +635,7 @@ def router() -> APIRouter:
                         code="card_declined",
                         extra={"decline_code": "generic_decline", "payment_intent": intent},
                     )
-            return json_response(intent)
+            return json_response(intent_view(request, intent, params))
 
         return await _idempotent(request, key, handle)
 
@@ -535,13 +644,16 @@ def router() -> APIRouter:
         _authorize(request)
         intent = sandbox_of(request).stripe.intents.get(intent_id)
         if intent is None:
-            raise StripeError(
-                404,
-                f"No such payment_intent: '{intent_id}'",
-                code="resource_missing",
-                param="intent",
-            )
-        return json_response(intent)
+            raise _missing("payment_intent", intent_id, "intent")
+        return json_response(intent_view(request, intent, _query(request)))
+
+    @api.get("/v1/charges/{charge_id}")
+    async def get_charge(request: Request, charge_id: str) -> JSONResponse:
+        _authorize(request)
+        charge = sandbox_of(request).stripe.charges.get(charge_id)
+        if charge is None:
+            raise _missing("charge", charge_id)
+        return json_response(charge_view(request, charge, _query(request)))
 
     @api.post("/v1/refunds")
     async def create_refund(request: Request) -> Response:
@@ -555,23 +667,13 @@ def router() -> APIRouter:
             if params.get("charge"):
                 charge = state.charges.get(params["charge"])
                 if charge is None:
-                    raise StripeError(
-                        404,
-                        f"No such charge: '{params['charge']}'",
-                        code="resource_missing",
-                        param="charge",
-                    )
+                    raise _missing("charge", params["charge"], "charge")
             elif params.get("payment_intent"):
                 intent = state.intents.get(params["payment_intent"])
                 if intent is None:
-                    raise StripeError(
-                        404,
-                        f"No such payment_intent: '{params['payment_intent']}'",
-                        code="resource_missing",
-                        param="payment_intent",
-                    )
+                    raise _missing("payment_intent", params["payment_intent"], "payment_intent")
                 charge = state.charges.get(intent["latest_charge"] or "")
-                if charge is None:
+                if charge is None or charge["status"] != "succeeded":
                     raise StripeError(
                         400,
                         f"PaymentIntent {intent['id']} has no successful charge to refund.",
@@ -584,6 +686,13 @@ def router() -> APIRouter:
                     "One of the following params should be provided for this request: "
                     "payment_intent or charge.",
                     code="parameter_missing",
+                )
+            if charge["status"] != "succeeded":
+                raise StripeError(
+                    400,
+                    f"Charge {charge['id']} has failed and cannot be refunded.",
+                    code="charge_not_refundable",
+                    param="charge",
                 )
             left = charge["amount"] - charge["amount_refunded"]
             amount = _int(params.get("amount", left), "amount", 1)
@@ -600,18 +709,9 @@ def router() -> APIRouter:
                     f"charge (${left / 100:.2f})",
                     param="amount",
                 )
-            refund = {
-                "id": _new_id("re"),
-                "object": "refund",
-                "amount": amount,
-                "charge": charge["id"],
-                "payment_intent": charge["payment_intent"],
-                "currency": charge["currency"],
-                "status": "succeeded",
-                "reason": params.get("reason"),
-                "created": int(time.time()),
-                "metadata": params.get("metadata") or {},
-            }
+            refund = objects.refund(
+                charge, amount, params.get("reason"), params.get("metadata") or {}
+            )
             state.refunds[refund["id"]] = refund
             charge["amount_refunded"] += amount
             charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
@@ -621,14 +721,40 @@ def router() -> APIRouter:
 
         return await _idempotent(request, key, handle)
 
+    @api.get("/v1/refunds/{refund_id}")
+    async def get_refund(request: Request, refund_id: str) -> JSONResponse:
+        _authorize(request)
+        refund = sandbox_of(request).stripe.refunds.get(refund_id)
+        if refund is None:
+            raise _missing("refund", refund_id)
+        return json_response(refund)
+
+    @api.get("/v1/events")
+    async def list_events(request: Request) -> JSONResponse:
+        _authorize(request)
+        params = _query(request)
+        matches_type = _type_matcher(params)
+        in_range = _created_filter(params["created"]) if "created" in params else None
+        delivered = (
+            _bool(params["delivery_success"], "delivery_success")
+            if "delivery_success" in params
+            else None
+        )
+        rows = [
+            event
+            for event in reversed(sandbox_of(request).stripe.events.values())
+            if matches_type(event["type"])
+            and (in_range is None or in_range(event["created"]))
+            and (delivered is None or (event["pending_webhooks"] == 0) == delivered)
+        ]
+        return json_response(_page_of(rows, params, "/v1/events", "event"))
+
     @api.get("/v1/events/{event_id}")
     async def get_event(request: Request, event_id: str) -> JSONResponse:
         _authorize(request)
         event = sandbox_of(request).stripe.events.get(event_id)
         if event is None:
-            raise StripeError(
-                404, f"No such event: '{event_id}'", code="resource_missing", param="id"
-            )
+            raise _missing("event", event_id)
         return json_response(event)
 
     @api.get("/pay/{session_id}", response_class=HTMLResponse)
@@ -660,15 +786,19 @@ def router() -> APIRouter:
             return HTMLResponse(_page("Pay", note + _pay_form(session)), status_code=400)
         intent = sim.state.intents.get(session["payment_intent"] or "")
         if intent is None:
-            metadata = dict((session.get("payment_intent_data") or {}).get("metadata") or {})
-            intent = _intent(session["amount_total"], session["currency"], metadata)
+            intent = objects.payment_intent(
+                session["amount_total"],
+                session["currency"],
+                session["_intent_metadata"],
+                automatic_payment_methods=False,
+            )
             sim.state.intents[intent["id"]] = intent
             session["payment_intent"] = intent["id"]
-        sim.pay(intent, succeeds=card == CARD_OK)
+        sim.pay(intent, objects.new_id("pm"), succeeds=card == CARD_OK)
         if intent["status"] != "succeeded":
             note = "<p class=err>Your card was declined.</p>"
             return HTMLResponse(_page("Pay", note + _pay_form(session)), status_code=402)
-        session.update(status="complete", payment_status="paid")
+        objects.complete_session(session, intent["id"])
         sim.emit("checkout.session.completed", _public_session(session))
         target = str(session["success_url"]).replace("{CHECKOUT_SESSION_ID}", session_id)
         return RedirectResponse(target, status_code=303)
@@ -677,15 +807,14 @@ def router() -> APIRouter:
 
 
 def _public_session(session: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v for k, v in session.items() if k not in ("line_items_preview", "payment_intent_data")
-    }
+    """The session without the simulator's own bookkeeping (keys starting with `_`)."""
+    return {k: v for k, v in session.items() if not k.startswith("_")}
 
 
 def _pay_form(session: dict[str, Any]) -> str:
     rows = "".join(
         f"<li>{html.escape(r['description'])} x {r['quantity']}: {r['amount_total'] / 100:.2f}</li>"
-        for r in session.get("line_items_preview", [])
+        for r in session["_items"]
     )
     total = f"{session['amount_total'] / 100:.2f} {session['currency'].upper()}"
     return (

@@ -2,60 +2,56 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
+from roleferry.api.inputs import NOT_BLANK, Domain
 from roleferry.providers.models import Contact
+from roleferry.waterfall.engine import MIN_PROVIDER_S
 
-_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# Not blank: the pattern says so in the schema too, where minLength alone would admit "  ".
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=NOT_BLANK)
+]
+Title = Text
+Name = Text
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-
-
-def check_domain(value: str) -> str:
-    domain = value.strip().lower().removeprefix("www.")
-    if not _DOMAIN.match(domain):
-        raise ValueError("must be a bare domain like acme.com (no scheme, path or spaces)")
-    return domain
+# The shortest deadline in which a provider can be tried at all (the last provider of the
+# waterfall gets what is left, and needs MIN_PROVIDER_S of it): a shorter one can only fail.
+MIN_DEADLINE_S = round(MIN_PROVIDER_S + 0.05, 2)
+DeadlineSeconds = Annotated[
+    float,
+    Field(
+        ge=MIN_DEADLINE_S,
+        le=10,
+        description=f"Answer within this many seconds (at least {MIN_DEADLINE_S}).",
+    ),
+]
 
 
 class SearchRequest(BaseModel):
-    domain: str = Field(examples=["acme.com"])
+    domain: Domain
     titles: list[Title] = Field(min_length=1, max_length=20, examples=[["VP", "Head"]])
     limit: int = Field(10, ge=1, le=50)
-    deadline_s: float | None = Field(
-        None,
-        gt=0,
-        le=10,
-        description="Answer within this many seconds; default ROLEFERRY_SEARCH_DEADLINE_S.",
+    deadline_s: DeadlineSeconds | None = Field(
+        None, description="Seconds to answer within; default ROLEFERRY_SEARCH_DEADLINE_S."
     )
-    refresh: bool = Field(False, description="Ask the providers even if a cached answer exists.")
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str) -> str:
-        return check_domain(value)
+    refresh: StrictBool = Field(
+        False, description="Ask the providers even if a cached answer exists."
+    )
 
 
 class EnrichRequest(BaseModel):
     first_name: Name
     last_name: Name
-    domain: str = Field(examples=["acme.com"])
-    deadline_s: float | None = Field(
-        None,
-        gt=0,
-        le=10,
-        description="Answer within this many seconds; default ROLEFERRY_SEARCH_DEADLINE_S.",
+    domain: Domain
+    deadline_s: DeadlineSeconds | None = Field(
+        None, description="Seconds to answer within; default ROLEFERRY_SEARCH_DEADLINE_S."
     )
-    refresh: bool = Field(False, description="Ask the providers even if a cached answer exists.")
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str) -> str:
-        return check_domain(value)
+    refresh: StrictBool = Field(
+        False, description="Ask the providers even if a cached answer exists."
+    )
 
 
 class AttemptOut(BaseModel):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, status
 from pydantic import BaseModel, EmailStr, Field
 
 from roleferry.api.deps import AdminUser, CurrentUser, SessionDep
+from roleferry.api.times import UtcDateTime
 from roleferry.users import service
 from roleferry.users.models import ApiKey
 
@@ -18,15 +17,15 @@ class UserOut(BaseModel):
     id: str
     email: str
     is_admin: bool
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class ApiKeyOut(BaseModel):
     id: str
     name: str
     prefix: str = Field(description="The first characters of the key, to recognise it.")
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDateTime
+    revoked_at: UtcDateTime | None
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyOut:

@@ -327,11 +327,13 @@ class Waterfall:
                     item.skipped.add(name)
                     item.attempts.append(Attempt(name, "skipped_deadline", 0.0))
                 continue
-            if hedging and name not in self.no_hedge:
-                rival = await self._rival(index, asking[0], deadline)
-                if rival is not None:
-                    await self._hedged(asking[0], operation, ask, name, slot, *rival)
-                    continue
+            if (
+                hedging
+                and name not in self.no_hedge
+                and await self._rival(index, asking[0], deadline, set()) is not None
+            ):
+                await self._hedged(asking[0], operation, ask, index, slot, deadline)
+                continue
             size = 1 if operation == "search_people" else self.email_finders[name].batch_size
             for start in range(0, len(asking), size):
                 batch = asking[start : start + size]
@@ -407,13 +409,14 @@ class Waterfall:
                 item.failed[name] = error
 
     async def _rival(
-        self, index: int, item: _Item[Any], deadline: Deadline | None
+        self, index: int, item: _Item[Any], deadline: Deadline | None, busy: set[str]
     ) -> tuple[str, Deadline] | None:
-        """The provider to start beside this one if it is slow: the next one the item wants,
-        available, with budget room beyond what interactive calls keep for themselves."""
+        """The provider to start beside a slow one: the next one after `index` the item
+        wants and is not already asking, available, with budget room beyond what interactive
+        calls keep for themselves (a hedge is a speculative call)."""
         for later in range(index + 1, len(self.order)):
             name = self.order[later]
-            if not item.wants(name):
+            if not item.wants(name) or name in busy:
                 continue
             policy = self.policies[name]
             if await policy.availability(Priority.INTERACTIVE) is not None:
@@ -429,13 +432,14 @@ class Waterfall:
         item: _Item[Any],
         operation: str,
         ask: Ask,
-        first: str,
+        index: int,
         first_slot: Deadline,
-        second: str,
-        second_slot: Deadline,
+        deadline: Deadline | None,
     ) -> None:
-        """`first` alone until its p95, then `second` beside it; the first useful answer wins
-        and the other call is cancelled (it still counted against its budget)."""
+        """The provider at `index` alone until its p95; then the next one beside it, and
+        whenever a rival answers without anything useful, the one after that. The first useful
+        answer wins and the calls still out are cancelled (they counted against their
+        budgets)."""
 
         async def one(name: str, slot: Deadline) -> tuple[str, Any, float]:
             started = time.perf_counter()
@@ -446,18 +450,23 @@ class Waterfall:
             self.policies[name].observe_answer(operation, time.perf_counter() - started)
             return name, result, started
 
+        first = self.order[index]
         mark = len(item.attempts)
         leader = asyncio.create_task(one(first, first_slot))
         names = {leader: first}
         finished, _ = await asyncio.wait(
             {leader}, timeout=self.policies[first].hedge_after_s(operation)
         )
-        if not finished:
-            names[asyncio.create_task(one(second, second_slot))] = second
         started_at = time.perf_counter()
         pending = set(names)
         winner = False
         while pending and not winner:
+            if not finished:
+                rival = await self._rival(index, item, deadline, set(names.values()))
+                if rival is not None:
+                    task = asyncio.create_task(one(*rival))
+                    names[task] = rival[0]
+                    pending.add(task)
             finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in finished:
                 name, result, started = task.result()
@@ -471,6 +480,7 @@ class Waterfall:
                 else:
                     self._answered(item, name, result, started)
                     winner = winner or item.useful(result)
+            finished = set() if leader in pending else finished
         for task in pending:
             task.cancel()
         for task in pending:

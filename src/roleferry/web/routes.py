@@ -1,37 +1,62 @@
-"""The dashboard: a server-rendered page of what this deployment talks to."""
+"""The console: server-rendered pages over the same route functions and services the JSON API
+uses, so that every page action is an API call a user could make with their key.
+
+Pages need a session (signed in with an API key, `web.session`); every form and every htmx
+request that changes something carries the session's CSRF token."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from urllib.parse import quote
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
 
-from roleferry.api.deps import RuntimeDep
-from roleferry.monitoring.routes import integration_status
+from roleferry.runtime import Runtime
+from roleferry.web import (
+    integrations_page,
+    jobs_page,
+    notifications_page,
+    search_page,
+    signin,
+    webhook_log,
+)
+from roleferry.web.render import page
+from roleferry.web.session import AdminRequired, CsrfFailed, SignInRequired, read_session
 
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
-router = APIRouter(include_in_schema=False)
+PAGES = (
+    signin.router,
+    integrations_page.router,
+    search_page.router,
+    jobs_page.router,
+    notifications_page.router,
+    webhook_log.router,
+)
 
 
-@router.get("/", response_class=HTMLResponse)
-async def dashboard(request: Request, runtime: RuntimeDep) -> HTMLResponse:
-    settings = runtime.settings
-    providers = [
-        {
-            **row.model_dump(),
-            "base_url": settings.base_url(row.provider, runtime.public_url),
-        }
-        for row in await integration_status(runtime)
-    ]
-    return templates.TemplateResponse(
-        request,
-        "dashboard.html",
-        {
-            "providers": providers,
-            "database": "SQLite" if runtime.urls.is_sqlite else "PostgreSQL",
-            "redis": bool(settings.redis_url),
-            "sandbox": settings.sandbox_mounted,
-        },
-    )
+def install(app: FastAPI) -> None:
+    """The console's routes and what its session errors become: pages, not JSON."""
+    for pages in PAGES:
+        app.include_router(pages)
+
+    async def sign_in(request: Request, _exc: Exception) -> Response:
+        if request.headers.get("hx-request"):
+            return Response(status_code=401, headers={"HX-Redirect": "/signin"})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/signin?next={quote(target)}", status_code=303)
+
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        message = (
+            "this page is for admins only"
+            if isinstance(exc, AdminRequired)
+            else "the form was stale or came from another site (CSRF check); reload and retry"
+        )
+        runtime: Runtime = request.app.state.runtime
+        async with runtime.db.session() as session:
+            console = await read_session(request, session)
+        return await page(
+            request, console, "error.html", {"problem": message, "title": "Not allowed"}, 403
+        )
+
+    app.add_exception_handler(SignInRequired, sign_in)
+    app.add_exception_handler(AdminRequired, forbidden)
+    app.add_exception_handler(CsrfFailed, forbidden)

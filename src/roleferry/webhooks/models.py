@@ -30,6 +30,7 @@ class InboxEvent:
     payload: dict[str, Any]
     status: str = PENDING
     outcome: str | None = None
+    retry_at: float | None = None
 
 
 class WebhookEvent(Base):
@@ -48,7 +49,10 @@ class WebhookEvent(Base):
     occurred_at: Mapped[float] = mapped_column(Float, doc="The provider's event time, unix s.")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, doc="Times the processor tried it.")
+    retry_at: Mapped[float | None] = mapped_column(
+        Float, nullable=True, doc="A failing event waits until then (unix s) to be tried again."
+    )
     applied_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     outcome: Mapped[str | None] = mapped_column(Text, nullable=True, doc="What applying did.")
 

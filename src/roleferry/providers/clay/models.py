@@ -1,4 +1,4 @@
-"""Clay Public API search payloads (the contract chosen in contracts.md and docs/sandbox.md)."""
+"""Clay Public API search payloads (the contract chosen in docs/sandbox.md)."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from roleferry.providers.hunter.models import (
     DomainSearchResponse,
     FinderData,
     FinderResponse,
+    VerifierResponse,
 )
 from roleferry.providers.models import Contact, EmailStatus, PersonQuery, real_email, sourced
 from roleferry.resilience.deadline import Deadline
@@ -23,6 +24,7 @@ from roleferry.resilience.ratelimit import Priority
 NAME = "hunter"
 DOMAIN_SEARCH = "/v2/domain-search"
 EMAIL_FINDER = "/v2/email-finder"
+EMAIL_VERIFIER = "/v2/email-verifier"
 LIKELY = 70
 
 
@@ -91,9 +93,25 @@ class HunterClient:
             )
         return results
 
+    async def verify_email(self, email: str, *, deadline: Deadline, priority: Priority) -> str:
+        """Hunter's verdict on a mailbox: valid, invalid, accept_all, webmail, disposable or
+        unknown."""
+        found: VerifierResponse = await self._get(
+            EMAIL_VERIFIER, {"email": email}, VerifierResponse, deadline, priority
+        )
+        return found.data.status
+
 
 def _status(confidence: int | None) -> EmailStatus:
     return "likely" if (confidence or 0) >= LIKELY else "guessed"
+
+
+def _finder_status(data: FinderData) -> EmailStatus:
+    """`verified` when Hunter found the address published (`sources`) or verified the
+    mailbox; otherwise it applied the domain's pattern, as sure as its score."""
+    if data.sources or (data.verification and data.verification.status == "valid"):
+        return "verified"
+    return _status(data.score)
 
 
 def _from_domain(email: DomainEmail, domain: str, organization: str | None) -> Contact:
@@ -123,7 +141,7 @@ def _from_finder(data: FinderData, query: PersonQuery) -> Contact:
             title=data.position,
             linkedin_url=data.linkedin_url,
             email=real_email(data.email),
-            email_status=_status(data.score),
+            email_status=_finder_status(data),
             email_confidence=data.score,
             company_domain=query.domain,
             company_name=data.company,

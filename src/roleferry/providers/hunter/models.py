@@ -31,6 +31,11 @@ class DomainSearchResponse(_Model):
     data: DomainData
 
 
+class Verification(_Model):
+    date: str | None = None
+    status: str | None = None
+
+
 class FinderData(_Model):
     first_name: str | None = None
     last_name: str | None = None
@@ -39,7 +44,19 @@ class FinderData(_Model):
     position: str | None = None
     company: str | None = None
     linkedin_url: str | None = None
+    verification: Verification | None = None
+    sources: list[dict[str, object]] = []
 
 
 class FinderResponse(_Model):
     data: FinderData
+
+
+class VerifierData(_Model):
+    status: str
+    email: str | None = None
+    score: int | None = None
+
+
+class VerifierResponse(_Model):
+    data: VerifierData

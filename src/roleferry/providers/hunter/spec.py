@@ -1,4 +1,5 @@
-"""Hunter.io: domain search and email finder; its 403 and 429 mean the opposite of most APIs."""
+"""Hunter.io: domain search, email finder and verifier; its 403 and 429 mean the opposite of
+most APIs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from roleferry.providers.spec import Auth, Capability, Endpoint, LimitHeaders, P
 SPEC = ProviderSpec(
     name="hunter",
     title="Hunter.io",
-    capabilities=frozenset({Capability.PEOPLE_FINDER, Capability.EMAIL_FINDER}),
+    capabilities=frozenset(
+        {Capability.PEOPLE_FINDER, Capability.EMAIL_FINDER, Capability.EMAIL_VERIFIER}
+    ),
     auth=Auth("X-API-KEY"),
     live_url="https://api.hunter.io",
     sandbox_key="sandbox-hunter-key",
@@ -17,6 +20,7 @@ SPEC = ProviderSpec(
     endpoints=(
         Endpoint("GET", "/v2/domain-search", "people and emails at a domain"),
         Endpoint("GET", "/v2/email-finder", "one person's email"),
+        Endpoint("GET", "/v2/email-verifier", "whether a mailbox exists"),
     ),
     quirks=(
         Quirk(RateLimited, "403 is Hunter's per-second/minute rate limit: retry later", status=403),

@@ -1,7 +1,7 @@
 """sequences: senders, sequences, runs, enrollments, sends, timeline, user blocks
 
-Revision ID: 0005_seq
-Revises: 0004
+Revision ID: 0010_sequences
+Revises: 0009_job_max_wait
 Create Date: 2026-11-26 05:14:35.487797
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_seq"
-down_revision: str | None = "0004"
+revision: str = "0010_sequences"
+down_revision: str | None = "0009_job_max_wait"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

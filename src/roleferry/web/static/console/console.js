@@ -1,0 +1,124 @@
+// The console's behaviour beyond htmx: drag and drop, job progress over SSE, charts, faults.
+"use strict";
+
+function setupDropzone() {
+  const zone = document.getElementById("dropzone");
+  const input = document.getElementById("file");
+  if (!zone || !input) return;
+  const chosen = document.getElementById("chosen");
+  const show = () => { chosen.textContent = input.files.length ? `Chosen: ${input.files[0].name}` : ""; };
+  input.addEventListener("change", show);
+  ["dragenter", "dragover"].forEach((name) => zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.add("over"); }));
+  ["dragleave", "drop"].forEach((name) => zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.remove("over"); }));
+  zone.addEventListener("drop", (e) => {
+    if (!e.dataTransfer || !e.dataTransfer.files.length) return;
+    input.files = e.dataTransfer.files;
+    show();
+  });
+  document.body.addEventListener("htmx:xhr:progress", (e) => {
+    const bar = document.getElementById("upload-progress");
+    if (bar && e.detail.lengthComputable) bar.value = Math.round((e.detail.loaded / e.detail.total) * 100);
+  });
+}
+
+function setupJobProgress() {
+  const box = document.getElementById("progress");
+  if (!box || !window.EventSource) return;
+  const status = document.getElementById("job-status");
+  if (!["queued", "running"].includes(status.textContent.trim())) return;
+  const source = new EventSource(box.dataset.events);
+  const set = (id, text) => { document.getElementById(id).textContent = text; };
+  const update = (job) => {
+    status.textContent = job.status.replace("_", " ");
+    status.className = `tag st-${job.status}`;
+    set("job-done", job.done);
+    set("job-found", job.found);
+    set("job-reason", job.reason || "");
+    document.getElementById("job-bar").value = job.done;
+    if (job.started_at) {
+      const seconds = (Date.now() - Date.parse(job.started_at)) / 1000;
+      if (seconds > 0) set("job-rate", `${(job.done / seconds).toFixed(1)} contacts/s`);
+    }
+    set("job-eta", job.estimated_completion ? new Date(job.estimated_completion).toISOString().slice(11, 19) + " UTC" : "–");
+    set("job-waiting", job.waiting_for ? job.waiting_for.reason : "–");
+    if (!["queued", "running"].includes(job.status)) {
+      const cancel = document.getElementById("cancel-form");
+      if (cancel) cancel.remove();
+    }
+  };
+  source.addEventListener("progress", (e) => update(JSON.parse(e.data)));
+  source.addEventListener("done", (e) => { update(JSON.parse(e.data)); source.close(); });
+  source.onerror = () => { set("job-waiting", "connection lost; reload the page to follow the job again"); source.close(); };
+}
+
+async function drawCharts() {
+  const holder = document.getElementById("charts");
+  if (!holder || !window.uPlot) return;
+  let data;
+  try {
+    const response = await fetch(holder.dataset.series, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    data = await response.json();
+  } catch (err) {
+    holder.dataset.problem = String(err);
+    return;
+  }
+  holder.querySelectorAll(".chart").forEach((figure) => {
+    const series = data[figure.dataset.provider];
+    const plot = figure.querySelector(".plot");
+    plot.replaceChildren();
+    if (!series || !series.t.length) { figure.classList.remove("has-data"); return; }
+    figure.classList.add("has-data");
+    const now = Date.now() / 1000;
+    new uPlot({
+      width: Math.max(280, plot.clientWidth || 320), height: 180,
+      scales: { x: { time: true, range: [now - 3600, now] }, pct: { range: [0, 100] } },
+      series: [{}, { label: "p50 ms", stroke: "#1f4fd1", points: { show: true } },
+        { label: "p95 ms", stroke: "#7a3fd1", points: { show: true } },
+        { label: "errors %", stroke: "#c0392b", scale: "pct", points: { show: true } }],
+      axes: [{}, { label: "ms" }, { side: 1, scale: "pct", label: "%", grid: { show: false } }],
+    }, [series.t, series.p50, series.p95, series.errors], plot);
+  });
+}
+
+function setupFaults() {
+  document.querySelectorAll(".fault-form").forEach((form) => {
+    const provider = form.dataset.provider;
+    const result = form.querySelector(".fault-result");
+    const send = async (changes) => {
+      result.textContent = "Saving…";
+      try {
+        const response = await fetch(`/sandbox/_control/${provider}`, {
+          method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(changes),
+        });
+        const body = await response.json();
+        result.textContent = response.ok ? "Applied." : `Refused: ${body.error ? body.error.message : response.status}`;
+      } catch (err) {
+        result.textContent = `Could not reach the sandbox (${err}); try again.`;
+      }
+      if (window.htmx) htmx.ajax("GET", "/integrations/table", "#integrations");
+    };
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      send({
+        down: form.elements.down.checked,
+        error_rate: Number(form.elements.error_rate.value || 0),
+        latency_ms: Number(form.elements.latency_ms.value || 0),
+      });
+    });
+    form.querySelector(".clear-faults").addEventListener("click", () => {
+      form.elements.down.checked = false;
+      form.elements.error_rate.value = 0;
+      form.elements.latency_ms.value = 0;
+      send({ down: false, error_rate: 0, latency_ms: 0, fail_next: 0, hang: false, malformed: 0 });
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setupDropzone();
+  setupJobProgress();
+  setupFaults();
+  drawCharts();
+  if (document.getElementById("charts")) setInterval(drawCharts, 15000);
+});
