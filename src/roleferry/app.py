@@ -101,8 +101,8 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         webhook_routes.admin,
     ):
         app.include_router(router, responses=documented_errors(AUTHENTICATED_ERRORS))
-    app.include_router(unsubscribe.router, responses=documented_errors(PUBLIC_ERRORS))
-    app.include_router(inbound.router, responses=documented_errors(PUBLIC_ERRORS))
+    app.include_router(unsubscribe.router, responses=documented_errors((*PUBLIC_ERRORS, 404)))
+    app.include_router(inbound.router, responses=documented_errors(AUTHENTICATED_ERRORS))
     web_routes.install(app)
     api_docs.install(app)
     if settings.bench_routes:

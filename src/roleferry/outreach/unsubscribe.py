@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from roleferry.api.deps import RuntimeDep
-from roleferry.errors import NotFound
+from roleferry.errors import PUBLIC_ERRORS, ErrorOut, NotFound
 from roleferry.outreach import suppressions
 from roleferry.outreach.links import Signer
 
@@ -22,7 +22,14 @@ def _parse(runtime: RuntimeDep, token: str) -> tuple[str, str]:
     return found
 
 
-@router.get("/{token}", response_class=HTMLResponse)
+@router.get(
+    "/{token}",
+    response_class=HTMLResponse,
+    responses={
+        status: {"model": ErrorOut, "content": {"application/json": {}}}
+        for status in (*PUBLIC_ERRORS, 404)
+    },
+)
 async def confirm_page(token: str, runtime: RuntimeDep) -> HTMLResponse:
     """A page with one button; a GET changes nothing (mail scanners follow links)."""
     _parse(runtime, token)
