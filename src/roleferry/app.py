@@ -24,6 +24,8 @@ from roleferry.errors import (
 )
 from roleferry.monitoring import routes as monitoring_routes
 from roleferry.notifications import routes as notification_routes
+from roleferry.outreach import inbound, unsubscribe
+from roleferry.outreach import routes as outreach_routes
 from roleferry.payments import routes as payment_routes
 from roleferry.payments.schedule import ReconcileSchedule
 from roleferry.runtime import Runtime
@@ -110,9 +112,12 @@ def create_app(runtime: Runtime | None = None) -> FastAPI:
         notification_routes.router,
         payment_routes.router,
         draft_routes.router,
+        outreach_routes.router,
         webhook_routes.admin,
     ):
         app.include_router(router, responses=documented_errors(AUTHENTICATED_ERRORS))
+    app.include_router(unsubscribe.router, responses=documented_errors((*PUBLIC_ERRORS, 404)))
+    app.include_router(inbound.router, responses=documented_errors(AUTHENTICATED_ERRORS))
     web_routes.install(app)
     api_docs.install(app)
     if settings.bench_routes:

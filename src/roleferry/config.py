@@ -164,6 +164,29 @@ class Settings(PaymentSettings, _ProviderSettings):
         200_000, ge=0, description="Model tokens one user may use a day (UTC); 0: no limit."
     )
 
+    sequence_dispatch: bool = Field(
+        True, description="Run the sequence dispatcher in this process (tests drive it by hand)."
+    )
+    sequence_tick_s: float = Field(
+        1.0, gt=0, description="How often the dispatcher looks for due sequence steps."
+    )
+    sequence_batch: int = Field(200, gt=0, le=1000, description="Steps claimed per tick.")
+    sequence_send_concurrency: int = Field(
+        8, gt=0, le=64, description="mail/send requests in flight at once."
+    )
+    sequence_ambiguity_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a step whose send outcome is unknown waits for its `processed` "
+        "event before it is sent again.",
+    )
+    suppression_sync_s: float = Field(
+        3600.0, gt=0, description="How often SendGrid's suppression lists are synced."
+    )
+    unsubscribe_secret: SecretStr | None = Field(
+        None,
+        description="Signs one-click unsubscribe links; default: a key kept in the data dir.",
+    )
     sandbox_seed: int = 7
     sandbox_faults: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

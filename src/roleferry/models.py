@@ -5,7 +5,17 @@ from roleferry.drafting.models import Draft
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.executors import ExecutorHeartbeat
 from roleferry.notifications.models import CallbackSecret, Notification
-from roleferry.outreach.models import OutreachMessage, Suppression
+from roleferry.outreach.models import (
+    Enrollment,
+    OutreachMessage,
+    Sender,
+    SequenceDef,
+    SequenceRun,
+    SequenceSend,
+    Suppression,
+    TimelineEntry,
+    UserBlock,
+)
 from roleferry.payments.models import (
     CreditBalance,
     CreditEntry,
@@ -29,11 +39,18 @@ __all__ = [
     "Draft",
     "EnrichmentItem",
     "EnrichmentJob",
+    "Enrollment",
     "ExecutorHeartbeat",
     "Notification",
     "OutreachMessage",
     "Payment",
+    "Sender",
+    "SequenceDef",
+    "SequenceRun",
+    "SequenceSend",
     "Suppression",
+    "TimelineEntry",
     "User",
+    "UserBlock",
     "WebhookEvent",
 ]

@@ -20,6 +20,7 @@ from roleferry.logging import route_dbos_logs
 from roleferry.monitoring.dogstatsd import DogStatsD
 from roleferry.monitoring.integrations import IntegrationStats
 from roleferry.outbound import Resolver, system_resolver
+from roleferry.outreach.dispatch import Dispatcher
 from roleferry.process_lock import ProcessLock
 from roleferry.providers.catalog import SPECS
 from roleferry.providers.registry import Providers
@@ -53,6 +54,7 @@ class Runtime:
         self.inbox: InboxProcessor | None = None
         self.inbox_writer: InboxWriter | None = None
         self.dbos_launched = False
+        self.dispatcher: Dispatcher | None = None
         self.executor_id = self._executor_id()
         self.heartbeat: Heartbeat | None = None
         self.dogstatsd: DogStatsD | None = None
@@ -110,6 +112,15 @@ class Runtime:
             backoff_s=self.settings.webhook_retry_backoff_s,
         )
         self.inbox.start()
+        self.dispatcher = Dispatcher(
+            self.database,
+            self.providers.clients["sendgrid"],
+            self.settings,
+            self.public_url,
+            lambda: self.clock(),
+        )
+        if self.settings.sequence_dispatch:
+            self.dispatcher.start()
         if self.settings.dogstatsd_url:
             self.dogstatsd = DogStatsD(
                 self.settings.dogstatsd_url, self.settings.dogstatsd_interval_s
@@ -155,6 +166,9 @@ class Runtime:
                 DBOS.destroy, workflow_completion_timeout_sec=self.settings.shutdown_grace_s
             )
             self.dbos_launched = False
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            self.dispatcher = None
         if self.heartbeat is not None:
             await self.heartbeat.hand_back()
             self.heartbeat = None

@@ -33,8 +33,15 @@ sandbox_schema = schemathesis.openapi.from_dict(
 # callback URL is accepted only when it resolves to a public address: whether a request is
 # accepted depends on more than its schema, so the two acceptance checks do not apply there.
 # Every other check, the 5xx one included, still runs on it.
+# Likewise a sequence (its templates' variables, a window whose end follows its start, an IANA
+# zone) and an enrolment (JSON contacts, a CSV, or an enrichment job of yours).
 _PARTIAL = {
-    ("POST", "/api/v1/enrichment-jobs"): [positive_data_acceptance, negative_data_rejection]
+    ("POST", "/api/v1/enrichment-jobs"): [positive_data_acceptance, negative_data_rejection],
+    ("POST", "/api/v1/sequences"): [positive_data_acceptance, negative_data_rejection],
+    ("POST", "/api/v1/sequences/{sequence_id}/enrollments"): [
+        positive_data_acceptance,
+        negative_data_rejection,
+    ],
 }
 
 

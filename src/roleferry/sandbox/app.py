@@ -371,6 +371,7 @@ def build_sandbox_app(sandbox: Sandbox) -> FastAPI:
         sandbox.control.error_renderers[name] = module.render_error
         app.include_router(module.router())
     app.include_router(_control_router())
+    app.include_router(sendgrid.control_router())
     app.include_router(_world_router())
 
     @app.exception_handler(ProviderHTTPError)

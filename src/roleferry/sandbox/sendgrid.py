@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, Request, Response
@@ -129,6 +130,9 @@ class SendGridState:
         self.messages: dict[str, list[dict[str, Any]]] = {}
         self.bounces: dict[str, dict[str, Any]] = {}
         self.spam_reports: dict[str, dict[str, Any]] = {}
+        self.unsubscribes: dict[str, dict[str, Any]] = {}
+        self.mail: list[dict[str, Any]] = []
+        """One entry per recipient copy accepted: the oracle for "what did this address get"."""
         self.scheduled: list[tuple[float, dict[str, Any]]] = []
         self.rng = random.Random(seed)
 
@@ -417,6 +421,20 @@ def schedule_events(
                 state.messages.setdefault(message_id, []).append(
                     {"email": email, "sg_message_id": sg_message_id}
                 )
+                state.mail.append(
+                    {
+                        "message_id": message_id,
+                        "sg_message_id": sg_message_id,
+                        "email": email,
+                        "from": (body.get("from") or {}).get("email"),
+                        "reply_to": (body.get("reply_to") or {}).get("email"),
+                        "subject": item.get("subject") or body.get("subject"),
+                        "custom_args": args,
+                        "headers": {**(body.get("headers") or {}), **(item.get("headers") or {})},
+                        "send_at": start,
+                        "accepted_at": now,
+                    }
+                )
 
 
 def _story(
@@ -425,8 +443,14 @@ def _story(
     """What happens to one recipient's copy, deterministic per message."""
     rng = random.Random(f"{state.seed}|{sg_message_id}")
     events: list[tuple[float, dict[str, Any]]] = [(0.05, {"event": "processed"})]
-    if email in state.bounces or email in state.spam_reports:
-        reason = "Bounced Address" if email in state.bounces else "Spam Reporting Address"
+    if email in state.bounces or email in state.spam_reports or email in state.unsubscribes:
+        reason = (
+            "Bounced Address"
+            if email in state.bounces
+            else "Spam Reporting Address"
+            if email in state.spam_reports
+            else "Unsubscribed Address"
+        )
         events.append((0.1, {"event": "dropped", "reason": reason, "status": "5.0.0"}))
         return events
     domain = email.rsplit("@", 1)[-1]
@@ -490,6 +514,7 @@ def _story(
         }
     elif roll < 0.03:
         events.append((2.0, {"event": "unsubscribe"}))
+        state.unsubscribes[email] = {"created": int(time.time()), "email": email}
     return events
 
 
@@ -553,6 +578,14 @@ def router() -> APIRouter:
             _suppressions(request, sandbox_of(request).sendgrid.spam_reports), headers=headers
         )
 
+    @api.get("/suppression/unsubscribes")
+    async def unsubscribes(request: Request) -> JSONResponse:
+        _authorize(request)
+        headers = _rate_headers(request, "api", 600, 60)
+        return json_response(
+            _suppressions(request, sandbox_of(request).sendgrid.unsubscribes), headers=headers
+        )
+
     @api.get("/user/webhooks/event/settings")
     async def get_settings(request: Request) -> JSONResponse:
         _authorize(request)
@@ -599,5 +632,71 @@ def router() -> APIRouter:
         sandbox = sandbox_of(request)
         sandbox.sendgrid.settings.signed = body["enabled"]
         return json_response(sandbox.sendgrid.settings.signed_json(sandbox.sendgrid_public_key))
+
+    return api
+
+
+SUPPRESSION_KINDS = ("bounces", "spam_reports", "unsubscribes")
+
+
+def control_router() -> APIRouter:
+    """Test controls: the mail log, and addresses put on SendGrid's suppression lists."""
+    api = APIRouter(prefix="/_control/sendgrid", tags=["sandbox control"])
+
+    @api.get("/mail")
+    async def mail_log(request: Request) -> JSONResponse:
+        """Every accepted recipient copy, oldest first; `?email=` narrows to one address."""
+        email = (request.query_params.get("email") or "").strip().lower()
+        rows = sandbox_of(request).sendgrid.mail
+        return json_response([r for r in rows if not email or r["email"] == email])
+
+    @api.post("/reply")
+    async def reply(request: Request) -> JSONResponse:
+        """The recipient `email` replies to the last mail it got: the simulator posts an
+        Inbound Parse form (headers with In-Reply-To, from, to, text, envelope) to `url`."""
+        body = await json_object(request, SendGridError)
+        email = str(body.get("email") or "").strip().lower()
+        url = body.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise SendGridError(400, "send the Inbound Parse `url` to post the reply to")
+        got = [m for m in sandbox_of(request).sendgrid.mail if m["email"] == email]
+        if not got:
+            raise SendGridError(404, f"{email or 'that address'} has received no mail")
+        last = got[-1]
+        to = last["reply_to"] or last["from"]
+        headers = (
+            f"From: {email}\r\nTo: {to}\r\nSubject: Re: {last['subject']}\r\n"
+            f"In-Reply-To: <{last['message_id']}@ismtpd-sandbox>\r\n"
+            f"References: <{last['message_id']}@ismtpd-sandbox>\r\n"
+        )
+        form = {
+            "headers": headers,
+            "from": email,
+            "to": to,
+            "subject": f"Re: {last['subject']}",
+            "text": str(body.get("text") or "Thanks, not interested."),
+            "envelope": json.dumps({"to": [to], "from": email}),
+            "charsets": json.dumps({"text": "utf-8"}),
+            "SPF": "pass",
+        }
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.post(url, data=form, files={"attachment-info": (None, "{}")})
+        return json_response({"status": answer.status_code})
+
+    @api.post("/suppressions/{kind}")
+    async def suppress(request: Request, kind: str) -> JSONResponse:
+        """Puts addresses on one of SendGrid's lists, as if they had bounced or complained."""
+        if kind not in SUPPRESSION_KINDS:
+            raise SendGridError(
+                404, f"unknown list {kind!r}; one of {', '.join(SUPPRESSION_KINDS)}"
+            )
+        body = await json_object(request, SendGridError)
+        emails = body.get("emails")
+        if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+            raise SendGridError(400, 'send {"emails": ["…"]}', field="emails")
+        rows = getattr(sandbox_of(request).sendgrid, kind)
+        for email in emails:
+            rows[email.strip().lower()] = {"created": int(time.time()), "email": email.lower()}
+        return json_response({"added": len(emails)})
 
     return api

@@ -4,7 +4,8 @@ so an event's effects and its `applied` mark commit together or not at all.
 SendGrid: a message's delivery state only moves forward by rank (processed < deferred <
 delivered < bounced|dropped), so events may arrive in any order and a late `delivered` never
 overwrites a `bounce`; `open` and `click` are counted; `bounce`, `dropped`, `spamreport` and
-`unsubscribe` add the address to the suppression list.
+`unsubscribe` add the address to the suppression list; events of sequence sends (custom arg
+`send_id`) go to their enrolments (`outreach.events`).
 
 Stripe: payments/fulfilment.py applies them (one `fulfil` per Checkout Session, shared with
 the success page, granting once through the ledger's unique references).
@@ -23,6 +24,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roleferry.outreach import events as sequence_events
 from roleferry.outreach.models import OutreachMessage, Suppression
 from roleferry.payments.fulfilment import HANDLED, apply_event
 from roleferry.users.models import utcnow
@@ -45,7 +47,7 @@ SUPPRESSING = {
     "unsubscribe": "unsubscribe",
     "group_unsubscribe": "unsubscribe",
 }
-SENDGRID_FIELDS = ("email", "outreach_id", "sg_message_id")
+SENDGRID_FIELDS = ("email", "outreach_id", "sg_message_id", "send_id")
 """The payload fields SendGrid effects read: the processor loads these, not whole payloads."""
 EMAIL_MAX = 320
 """RFC 5321's longest address, and the length of the address columns."""
@@ -124,6 +126,7 @@ class Effects:
                     for e, (r, s) in sorted(suppress.items())
                 ],
             )
+        await sequence_events.apply(self.session, events)
 
     async def apply_stripe(self, event: InboxEvent) -> None:
         """Payments' own rules (payments/fulfilment.py), in this transaction, for an event

@@ -24,6 +24,8 @@ SPEC = ProviderSpec(
     endpoints=(
         Endpoint("POST", "/v3/mail/send", "send one message (202: queued, not delivered)"),
         Endpoint("GET", "/v3/suppression/bounces", "addresses that bounced"),
+        Endpoint("GET", "/v3/suppression/spam_reports", "addresses that reported spam"),
+        Endpoint("GET", "/v3/suppression/unsubscribes", "addresses that unsubscribed"),
     ),
     quirks=(Quirk(InvalidRequest, "a body over SendGrid's size limit", status=413),),
     client="roleferry.providers.sendgrid.client:SendGridClient",
