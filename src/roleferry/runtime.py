@@ -159,6 +159,9 @@ class Runtime:
     async def stop(self) -> None:
         if self.heartbeat is not None:
             await self.heartbeat.stop()
+        if self.dispatcher is not None:  # before DBOS, which shuts the loop's default executor
+            await self.dispatcher.stop()
+            self.dispatcher = None
         if self.dbos_launched:
             from dbos import DBOS
 
@@ -166,9 +169,6 @@ class Runtime:
                 DBOS.destroy, workflow_completion_timeout_sec=self.settings.shutdown_grace_s
             )
             self.dbos_launched = False
-        if self.dispatcher is not None:
-            await self.dispatcher.stop()
-            self.dispatcher = None
         if self.heartbeat is not None:
             await self.heartbeat.hand_back()
             self.heartbeat = None
