@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, mo
 from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
+from roleferry.api.times import UtcDateTime, iso_z
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.errors import Conflict, NotFound, Unprocessable
 from roleferry.outreach import service, suppressions
@@ -33,9 +33,7 @@ MAX_ENROLL = 10_000
 
 
 def _iso(at: float | None) -> str | None:
-    return (
-        None if at is None else datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
-    )
+    return None if at is None else iso_z(at)
 
 
 class SenderIn(BaseModel):
@@ -162,7 +160,7 @@ class RunOut(BaseModel):
     total: int
     remaining: int
     rejected: list[dict[str, Any]]
-    finished_at: str | None
+    finished_at: UtcDateTime | None
     enrollments: dict[str, int]
     sends: dict[str, int]
 
@@ -174,7 +172,7 @@ class EnrollmentOut(BaseModel):
     email: str
     status: str
     stop_reason: str | None
-    finished_at: str | None
+    finished_at: UtcDateTime | None
     steps: list[dict[str, Any]] | None = None
     timeline: list[dict[str, Any]] | None = None
 
@@ -362,7 +360,7 @@ async def _run_out(session: SessionDep, run: SequenceRun) -> RunOut:
         total=run.total,
         remaining=run.remaining,
         rejected=run.rejected,
-        finished_at=_iso(run.finished_at),
+        finished_at=run.finished_at,
         **summary,
     )
 
@@ -380,7 +378,7 @@ def _enrollment_out(e: Enrollment) -> EnrollmentOut:
         email=e.email,
         status=e.status,
         stop_reason=e.stop_reason,
-        finished_at=_iso(e.finished_at),
+        finished_at=e.finished_at,
     )
 
 
