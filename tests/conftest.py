@@ -155,6 +155,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         **clean,
         "ROLEFERRY_DATABASE_URL": f"sqlite:///{tmp_path}/rf.sqlite",
         "ROLEFERRY_DATA_DIR": str(tmp_path),
+        "ROLEFERRY_BILLING": "off",  # as make_settings: tests of credits turn it on
     }
 
 

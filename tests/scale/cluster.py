@@ -138,6 +138,7 @@ def base_env(tmp_path: Path, database_url: str, redis_url: str, sandbox_url: str
         "ROLEFERRY_HEARTBEAT_INTERVAL_S": "0.5",
         "ROLEFERRY_EXECUTOR_DEAD_AFTER_S": "3",
         "ROLEFERRY_LOG_LEVEL": "INFO",
+        "ROLEFERRY_BILLING": "off",  # jobs of hundreds of contacts, past the starting credits
         **{
             f"ROLEFERRY_{p.upper()}_BASE_URL": f"{sandbox_url}/sandbox/{p}"
             for p in ("apollo", "clay", "hunter")
