@@ -139,6 +139,9 @@ def base_env(tmp_path: Path, database_url: str, redis_url: str, sandbox_url: str
         "ROLEFERRY_EXECUTOR_DEAD_AFTER_S": "3",
         "ROLEFERRY_LOG_LEVEL": "INFO",
         "ROLEFERRY_BILLING": "off",  # jobs of hundreds of contacts, past the starting credits
+        # One user drives the cluster's load on purpose: no per-user rate or budget share.
+        "ROLEFERRY_USER_RATE_LIMIT": "1000/1",
+        "ROLEFERRY_USER_BUDGET_SHARE": "1",
         **{
             f"ROLEFERRY_{p.upper()}_BASE_URL": f"{sandbox_url}/sandbox/{p}"
             for p in ("apollo", "clay", "hunter")
