@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -100,3 +104,33 @@ def test_only_admins_create_users(client: TestClient, is_admin: bool) -> None:
     again = client.post("/api/v1/users", json={"email": "NEW@example.com"}, headers=bearer(caller))
     assert again.status_code == 409
     assert_error_shape(again.json(), "conflict")
+
+
+def test_key_changes_survive_a_busy_sqlite_writer(client: TestClient) -> None:
+    """Another writer committing all the time (the webhook processor, heartbeats, the sequence
+    dispatcher) must not make a key change fail: on SQLite a request that read and then writes
+    in one transaction fails at once with "database is locked" if anyone committed between."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    key = create_user(client, "busy@example.com")
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        connection = sqlite3.connect(runtime.db.urls.sqlite_path, timeout=10)
+        connection.execute("CREATE TABLE IF NOT EXISTS busy_writer (n INTEGER)")
+        while not stop.is_set():
+            with connection:
+                connection.execute("INSERT INTO busy_writer VALUES (1)")
+            time.sleep(0.0005)
+        connection.close()
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        for _ in range(8):  # within the per-key rate limit
+            created = client.post("/api/v1/api-keys", json={"name": "ci"}, headers=bearer(key))
+            assert created.status_code == 201, created.text
+            revoked = client.delete(f"/api/v1/api-keys/{created.json()['id']}", headers=bearer(key))
+            assert revoked.status_code == 200, revoked.text
+    finally:
+        stop.set()
+        writer.join()

@@ -44,6 +44,9 @@ async def get_current_user(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
     user = await users.authenticate(session, credentials.credentials)
+    # End the read: on SQLite a transaction that read and then writes fails at once ("database
+    # is locked") if anyone committed in between, so the route's writes must start afresh.
+    await session.commit()
     if user is None:
         raise Unauthorized("invalid or revoked API key")
     if runtime.providers is not None:

@@ -85,8 +85,9 @@ async def get_key(session: AsyncSession, user: User, key_id: str) -> ApiKey:
 
 
 async def revoke_key(session: AsyncSession, user: User, key_id: str) -> ApiKey:
+    """In the caller's write session: it reads the key, then changes it."""
     row = await get_key(session, user, key_id)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-        await session.commit()
+        await session.flush()
     return row

@@ -64,6 +64,7 @@ async def read_session(request: Request, session: SessionDep) -> ConsoleSession 
         .options(joinedload(ApiKey.user))
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
     )
+    await session.commit()  # ends the read, as after API-key authentication (api/deps.py)
     if key is None or not hmac.compare_digest(
         signature, _sign(key.key_hash, f"{key_id}.{expires}")
     ):
