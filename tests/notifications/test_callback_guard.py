@@ -3,20 +3,18 @@ routable addresses unless configured, and connect to the very address that was c
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
 
 import httpx
 import pytest
 
 from roleferry import outbound
 from roleferry.outbound import AddressPolicy, UnsafeURL
+from tests.support.http_catcher import Catcher
 from tests.support.live_server import LiveServer, live_server
+from tests.support.waiting import wait_for
 
 WORLD_DOMAIN_CONTACT = {"first_name": "Ann", "last_name": "Example", "domain": "example.com"}
 
@@ -31,30 +29,6 @@ class FakeDns:
     async def __call__(self, host: str, port: int) -> list[str]:
         self.lookups.append(host)
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-
-
-class Catcher(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, str]]] = []
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["content-length"]))
-        Catcher.received.append({k.lower(): v for k, v in self.headers.items()})
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def catcher() -> Iterator[int]:
-    Catcher.received.clear()
-    server = http.server.HTTPServer(("127.0.0.1", 0), Catcher)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
 
 
 @pytest.mark.parametrize(
@@ -146,13 +120,6 @@ def create_job(live: LiveServer, callback_url: str) -> httpx.Response:
         headers=live.auth,
         json={"contacts": [WORLD_DOMAIN_CONTACT], "callback_url": callback_url},
     )
-
-
-def wait_for(condition: Any, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
 
 
 def test_callbacks_through_the_api_use_the_checked_address(catcher: int, tmp_path: Path) -> None:

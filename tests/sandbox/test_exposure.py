@@ -4,12 +4,7 @@ this server's own receivers, or configured targets through the outbound address 
 
 from __future__ import annotations
 
-import http.server
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -21,7 +16,9 @@ from roleferry.runtime import Runtime
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from roleferry.sandbox.world import World
 from tests.conftest import make_settings, start_client
+from tests.support.http_catcher import Catcher
 from tests.support.live_server import live_server
+from tests.support.waiting import wait_for
 
 SENDGRID_AUTH = {"Authorization": f"Bearer {SANDBOX_API_KEYS['sendgrid']}"}
 
@@ -113,37 +110,6 @@ def test_webhook_targets_are_this_servers_receivers_only(tmp_path: Path, url: st
             "/sandbox/_control/stripe", json={"webhook_url": "http://testserver/webhooks/stripe"}
         )
         assert own.status_code == 200
-
-
-class Catcher(http.server.BaseHTTPRequestHandler):
-    received: ClassVar[list[dict[str, str]]] = []
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["content-length"]))
-        Catcher.received.append({k.lower(): v for k, v in self.headers.items()})
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-
-@pytest.fixture
-def catcher() -> Iterator[int]:
-    Catcher.received.clear()
-    server = http.server.HTTPServer(("127.0.0.1", 0), Catcher)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-
-
-def wait_for(condition: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def test_configured_targets_go_through_the_address_guard(tmp_path: Path, catcher: int) -> None:

@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, String, UniqueConstraint, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from roleferry.db import Base
+from roleferry.db import Base, insert_for
 
 
 class CacheEntry(Base):
@@ -61,10 +60,8 @@ async def put(
 ) -> None:
     if ttl_s <= 0:
         return
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl_s)
-    statement = insert(CacheEntry).values(
+    statement = insert_for(session, CacheEntry).values(
         user_id=user_id, kind=kind, key=key, value=value, expires_at=expires_at
     )
     await session.execute(

@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roleferry.db import insert_for
 from roleferry.outreach import events as sequence_events
 from roleferry.outreach.models import OutreachMessage, Suppression
 from roleferry.payments.fulfilment import HANDLED, apply_event
@@ -70,10 +70,6 @@ class Effects:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.dialect = session.bind.dialect.name if session.bind else "sqlite"
-
-    def _insert(self, table: Any) -> Any:
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
     async def apply_sendgrid(self, events: list[InboxEvent]) -> None:
         payloads = [e.payload for e in events]
@@ -120,7 +116,9 @@ class Effects:
         if suppress:
             now = utcnow()
             await self.session.execute(
-                self._insert(Suppression).on_conflict_do_nothing(index_elements=["email"]),
+                insert_for(self.session, Suppression).on_conflict_do_nothing(
+                    index_elements=["email"]
+                ),
                 [
                     {"email": e, "reason": r, "source_event": s, "created_at": now}
                     for e, (r, s) in sorted(suppress.items())
