@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+from stripe._request_options import RequestOptions
+from stripe.params import EventListParams
 
 from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from tests.contracts import stripe_sdk
@@ -30,6 +32,14 @@ SESSION = {
     "client_reference_id": "user_42",
     "metadata[plan]": "pro",
 }
+
+
+def _until_delivered(sb: SandboxServer) -> None:
+    """Waits until every event's delivery is acknowledged (`pending_webhooks` 0)."""
+    deadline = time.monotonic() + 10
+    while any(e["pending_webhooks"] for e in sb.sandbox.stripe.events.values()):
+        assert time.monotonic() < deadline, "events still pending delivery"
+        time.sleep(0.05)
 
 
 class Recorder:
@@ -121,10 +131,7 @@ def recorded(sandbox_server: SandboxServer) -> Iterator[Recorder]:
         },
     )
     sb.wait_for("stripe", 12)
-    deadline = time.monotonic() + 10
-    while any(e["pending_webhooks"] for e in sb.sandbox.stripe.events.values()):
-        assert time.monotonic() < deadline, "events still pending delivery"
-        time.sleep(0.05)
+    _until_delivered(sb)
     events = rec.call("GET", "/v1/events", params={"limit": 100})
     for event in events["data"]:
         rec.call("GET", f"/v1/events/{event['id']}")
@@ -233,6 +240,33 @@ def test_checker_catches_drift() -> None:
     assert cov.missing == ["status"]
     assert cov.unknown == ["extra"]
     assert cov.errors == ["refund.amount: str is not int"]
+
+
+def test_events_list_takes_exactly_the_published_parameters(sb: SandboxServer) -> None:
+    """Every parameter the SDK publishes for `GET /v1/events` is taken; any other is Stripe's
+    400 `parameter_unknown` naming it, as is an `expand[]` (an event has nothing to expand)."""
+    rec = Recorder(sb)
+    pay = {"amount": "5000", "currency": "usd", "confirm": "true", "payment_method": "pm_card_visa"}
+    rec.call("POST", "/v1/payment_intents", data=pay)
+    sb.wait_for("stripe", 2)
+    _until_delivered(sb)
+    newer, older = (e["id"] for e in _events(rec))
+    published = set(EventListParams.__annotations__) - set(RequestOptions.__annotations__)
+    sample = {
+        "created": ({"created[gte]": 1}, 2),
+        "delivery_success": ({"delivery_success": "true"}, 2),
+        "ending_before": ({"ending_before": older}, 1),
+        "starting_after": ({"starting_after": newer}, 1),
+        "limit": ({"limit": 1}, 1),
+        "type": ({"type": "charge.*"}, 1),
+        "types": ({"types[]": "charge.succeeded"}, 1),
+    }
+    assert set(sample) | {"expand"} == published
+    for params, count in sample.values():
+        assert len(_events(rec, **params)) == count, params
+    for params, param in (({"customer": "cus_1"}, "customer"), ({"expand[]": "data"}, "expand")):
+        error = rec.call("GET", "/v1/events", expect=400, params=params)["error"]
+        assert error["param"] == param
 
 
 def _events(rec: Recorder, **params: Any) -> list[dict[str, Any]]:

@@ -54,6 +54,17 @@ CARD_HINT = (
 )
 DOCS = "https://stripe.com/docs/error-codes"
 ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,64}")
+# What Stripe publishes for `GET /v1/events` (an event has nothing to expand).
+EVENT_LIST_PARAMS = {
+    "created",
+    "delivery_success",
+    "ending_before",
+    "expand",
+    "limit",
+    "starting_after",
+    "type",
+    "types",
+}
 
 
 class StripeError(ProviderHTTPError):
@@ -796,6 +807,15 @@ def router() -> APIRouter:
     async def list_events(request: Request) -> JSONResponse:
         _authorize(request)
         params = _query(request)
+        unknown = sorted(params.keys() - EVENT_LIST_PARAMS)
+        if unknown:
+            raise StripeError(
+                400,
+                f"Received unknown parameter: {unknown[0]}",
+                code="parameter_unknown",
+                param=unknown[0],
+            )
+        _expanded({}, params, {})
         matches_type = _type_matcher(params)
         in_range = _created_filter(params["created"]) if "created" in params else None
         delivered = (
