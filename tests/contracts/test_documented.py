@@ -65,7 +65,8 @@ def _known(sb: SandboxServer) -> tuple[str, str, str, str, str]:
 
 
 def _routes(sb: SandboxServer) -> list[tuple[str, str, int, Call]]:
-    """(vendor, fixture, status, call) for every simulated route, success and error."""
+    """(vendor, fixture, status, call) for every simulated route, its success and at least one
+    of its errors (Clay's next page and the rate limits: test_paging_and_limits…)."""
     domain, name, person_id, first, last = _known(sb)
     search = {"q_organization_domains_list": [domain], "per_page": 5}
     clay_search = {"source_type": "people", "filters": {"company_domains": [domain]}, "limit": 1}
@@ -102,6 +103,23 @@ def _routes(sb: SandboxServer) -> list[tuple[str, str, int, Call]]:
         ("apollo", "auth_health", 200, _apollo("/v1/auth/health")),
         ("apollo", "error", 401, _apollo("/api/v1/people/match", {"id": person_id}, key="wrong")),
         ("apollo", "error", 422, _apollo("/api/v1/mixed_people/api_search", {"per_page": 500})),
+        ("apollo", "error", 422, _apollo("/v1/mixed_people/search", {"page": 501})),
+        (
+            "apollo",
+            "error",
+            400,
+            _apollo("/api/v1/people/match", {"id": person_id, "reveal_phone_number": True}),
+        ),
+        (
+            "apollo",
+            "error",
+            422,
+            _apollo("/api/v1/people/bulk_match", {"details": [{"id": person_id}] * 11}),
+        ),
+        ("apollo", "error", 422, _apollo("/api/v1/mixed_companies/search", {"per_page": 0})),
+        ("apollo", "error", 422, _apollo(f"{API}/organizations/enrich?domain=")),
+        # A wrong key is no error here: Apollo answers 200 `{"is_logged_in": false}`.
+        ("apollo", "auth_health", 200, _apollo("/v1/auth/health", key="wrong")),
         ("hunter", "domain_search", 200, _hunter("/v2/domain-search", domain=domain)),
         (
             "hunter",
@@ -112,6 +130,8 @@ def _routes(sb: SandboxServer) -> list[tuple[str, str, int, Call]]:
         ("hunter", "email_verifier", 200, _hunter("/v2/email-verifier", email=f"{first}@{domain}")),
         ("hunter", "account", 200, _hunter("/v2/account")),
         ("hunter", "error", 400, _hunter("/v2/domain-search")),
+        ("hunter", "error", 400, _hunter("/v2/email-finder", first_name=first, last_name=last)),
+        ("hunter", "error", 400, _hunter("/v2/email-verifier", email="not-an-address")),
         ("hunter", "error", 401, _hunter("/v2/account", key="wrong")),
         ("clay", "me", 200, _clay("/me")),
         ("clay", "search_create", 200, _clay("/search/filters-mode", clay_search)),

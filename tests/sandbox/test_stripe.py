@@ -4,6 +4,7 @@ idempotency, the hosted page, and events signed as Stripe signs them."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import httpx
 import pytest
@@ -236,3 +237,47 @@ def test_sdk_lists_events_and_expands_related_objects(sb: SandboxServer) -> None
     assert charge.payment_method_details is not None
     assert charge.payment_method_details.card is not None
     assert charge.payment_method_details.card.last4 == "4242"
+
+
+def test_connected_account_objects_and_events_stay_in_their_account(sb: SandboxServer) -> None:
+    """A request with `stripe_account` acts for that connected account: its events name the
+    account in `account` and `context` (the platform's carry neither), and its objects and
+    events are missing for the platform and for other accounts, as in Stripe."""
+    sb.control("stripe", duplicate_rate=0.0)
+    sdk = client(sb)
+    connected = {"stripe_account": "acct_1Sandbox"}
+    pay = {"amount": 5000, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"}
+    intent = sdk.v1.payment_intents.create(params=pay, options=connected)  # type: ignore[arg-type]
+    refund = sdk.v1.refunds.create(params={"payment_intent": intent.id}, options=connected)
+    own = sdk.v1.payment_intents.create(params=pay)  # type: ignore[arg-type]
+    delivered = events_of(sb, 6)
+    by_account = Counter(getattr(e, "account", None) for e in delivered)
+    assert by_account == {"acct_1Sandbox": 4, None: 2}
+    for event in delivered:
+        assert getattr(event, "context", None) == getattr(event, "account", None)
+    listed = sdk.v1.events.list(options={"stripe_context": "acct_1Sandbox"})
+    assert {e.type for e in listed.data} == {
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "refund.created",
+        "charge.refunded",
+    }
+    assert all(e.account == "acct_1Sandbox" for e in listed.data)
+    platform = sdk.v1.events.list()
+    assert [e.data.object["id"] for e in platform.data] == [own.latest_charge, own.id]
+    assert "account" not in platform.data[0]
+    assert sdk.v1.refunds.retrieve(refund.id, options=connected).charge == intent.latest_charge
+    for lookup in (
+        lambda: sdk.v1.payment_intents.retrieve(intent.id),
+        lambda: sdk.v1.refunds.retrieve(refund.id, options={"stripe_account": "acct_other"}),
+        lambda: sdk.v1.charges.retrieve(str(own.latest_charge), options=connected),
+        lambda: sdk.v1.events.retrieve(listed.data[0].id),
+        lambda: sdk.v1.refunds.create(params={"payment_intent": intent.id}),
+    ):
+        with pytest.raises(stripe.InvalidRequestError) as missing:
+            lookup()
+        assert missing.value.code == "resource_missing"
+    with pytest.raises(stripe.PermissionError) as refused:
+        sdk.v1.events.list(options={"stripe_account": "not-an-account"})
+    assert refused.value.http_status == 403
+    assert refused.value.json_body["error"]["code"] == "account_invalid"  # type: ignore[index]

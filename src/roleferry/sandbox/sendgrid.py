@@ -114,6 +114,13 @@ class WebhookSettings:
             "oauth_token_url": None,
         }
 
+    def get_json(self, public_key: str) -> dict[str, Any]:
+        """What GET answers: the settings with the signing key and without the dates, as
+        SendGrid's GetEventWebhook publishes them (PATCH answers `as_json`)."""
+        settings = self.as_json()
+        del settings["created_date"], settings["updated_date"]
+        return {**settings, "public_key": self.signed_json(public_key)["public_key"]}
+
     def signed_json(self, public_key: str) -> dict[str, str]:
         return {"id": self.id, "public_key": public_key if self.signed else ""}
 
@@ -589,7 +596,8 @@ def router() -> APIRouter:
     @api.get("/user/webhooks/event/settings")
     async def get_settings(request: Request) -> JSONResponse:
         _authorize(request)
-        return json_response(sandbox_of(request).sendgrid.settings.as_json())
+        sandbox = sandbox_of(request)
+        return json_response(sandbox.sendgrid.settings.get_json(sandbox.sendgrid_public_key))
 
     @api.patch("/user/webhooks/event/settings")
     async def patch_settings(request: Request) -> JSONResponse:

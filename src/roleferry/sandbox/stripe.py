@@ -2,7 +2,9 @@
 list with Stripe's filters, `expand[]`), form-encoded, with Stripe's error shape and
 Idempotency-Key semantics, a stand-in hosted checkout page, and events delivered signed with
 `Stripe-Signature` (t=…,v1=HMAC-SHA256 of "t.body"). Objects carry every field Stripe
-publishes (see stripe_objects.py).
+publishes (see stripe_objects.py). A `Stripe-Account` (or `Stripe-Context`) header acts for a
+connected account: its objects and events exist only for it, and its events name it in
+`account` and `context`, as Connect's do.
 
 Cards on the hosted page: 4242 4242 4242 4242 succeeds, 4000 0000 0000 0002 is declined;
 4000 0000 0000 1000 pays later and succeeds, 4000 0000 0000 1018 pays later and fails (the
@@ -51,6 +53,18 @@ CARD_HINT = (
     "4000 0000 0000 1000 (pays later) or 4000 0000 0000 1018 (pays later, then fails)."
 )
 DOCS = "https://stripe.com/docs/error-codes"
+ACCOUNT_ID = re.compile(r"acct_[A-Za-z0-9]{1,64}")
+# What Stripe publishes for `GET /v1/events` (an event has nothing to expand).
+EVENT_LIST_PARAMS = {
+    "created",
+    "delivery_success",
+    "ending_before",
+    "expand",
+    "limit",
+    "starting_after",
+    "type",
+    "types",
+}
 
 
 class StripeError(ProviderHTTPError):
@@ -147,9 +161,26 @@ class StripeState:
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], tuple[str, str, int, bytes, float]] = field(
         default_factory=dict
     )
+
+    def visible(
+        self, table: dict[str, dict[str, Any]], object_id: str, account: str | None
+    ) -> dict[str, Any] | None:
+        """The object if it belongs to the account the request acts for (None: the platform);
+        another account's objects do not exist for it, as in Stripe."""
+        obj = table.get(object_id)
+        return obj if obj is not None and self.owners.get(object_id) == account else None
+
+    def own(self, object_id: str, account: str | None) -> None:
+        if account:
+            self.owners[object_id] = account
+
+    def adopt(self, child_id: str, parent_id: str) -> None:
+        """An object made from another (a charge from its intent) belongs to the same account."""
+        self.own(child_id, self.owners.get(parent_id))
 
     def sign(self, body: bytes) -> dict[str, str]:
         timestamp = int(time.time())
@@ -170,8 +201,10 @@ class StripeSimulator:
         self.state: StripeState = self.sandbox.stripe
 
     def emit(self, type_: str, obj: dict[str, Any], idempotency_key: str | None = None) -> None:
-        event = objects.event(type_, json.loads(json.dumps(obj)), idempotency_key)
+        account = self.state.owners.get(obj["id"])
+        event = objects.event(type_, json.loads(json.dumps(obj)), idempotency_key, account)
         self.state.events[event["id"]] = event
+        self.state.own(event["id"], account)
         if type_ in self.sandbox.control["stripe"].faults.drop_events:
             return
 
@@ -189,6 +222,7 @@ class StripeSimulator:
         if succeeds:
             charge = objects.charge(intent, payment_method)
             self.state.charges[charge["id"]] = charge
+            self.state.adopt(charge["id"], intent["id"])
             intent.update(
                 status="succeeded",
                 amount_received=intent["amount"],
@@ -201,6 +235,7 @@ class StripeSimulator:
         else:
             failed = objects.failed_charge(intent, payment_method)
             self.state.charges[failed["id"]] = failed
+            self.state.adopt(failed["id"], intent["id"])
             intent.update(
                 status="requires_payment_method",
                 latest_charge=failed["id"],
@@ -228,7 +263,15 @@ def _authorize(request: Request) -> str:
             "header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
         )
     if key != sandbox.api_keys["stripe"]:
-        raise StripeError(401, f"Invalid API Key provided: {key[:8]}{'*' * 12}{key[-4:]}")
+        raise StripeError(401, f"Invalid API Key provided: {_masked(key)}")
+    account = _account(request)
+    if account is not None and not ACCOUNT_ID.fullmatch(account):
+        raise StripeError(
+            403,
+            f"The provided key '{_masked(key)}' does not have access to account '{account}' (or "
+            "that account does not exist). Application access may have been revoked.",
+            code="account_invalid",
+        )
     allowed, _, _ = sandbox.control["stripe"].window("second", PER_SECOND, 1.0).hit(key)
     if not allowed:
         raise StripeError(
@@ -238,6 +281,16 @@ def _authorize(request: Request) -> str:
             code="rate_limit",
         )
     return key
+
+
+def _masked(key: str) -> str:
+    return f"{key[:8]}{'*' * 12}{key[-4:]}"
+
+
+def _account(request: Request) -> str | None:
+    """The connected account a request acts for (`Stripe-Context`, or the older
+    `Stripe-Account`); None for the platform itself. `_authorize` has checked its form."""
+    return request.headers.get("stripe-context") or request.headers.get("stripe-account")
 
 
 async def _form(request: Request) -> dict[str, Any]:
@@ -493,7 +546,8 @@ def router() -> APIRouter:
     api = APIRouter(prefix="/stripe")
 
     def session_of(request: Request, session_id: str) -> dict[str, Any]:
-        session = sandbox_of(request).stripe.sessions.get(session_id)
+        state = sandbox_of(request).stripe
+        session = state.visible(state.sessions, session_id, _account(request))
         if session is None:
             raise _missing("checkout.session", session_id)
         return session
@@ -578,6 +632,7 @@ def router() -> APIRouter:
                 (params.get("payment_intent_data") or {}).get("metadata") or {}
             )
             sim.state.sessions[sid] = session
+            sim.state.own(sid, _account(request))
             return json_response(
                 session_view(request, session, params),
                 headers={"request-id": "req_" + secrets.token_hex(7)},
@@ -625,6 +680,7 @@ def router() -> APIRouter:
                 params.get("description"),
             )
             sim.state.intents[intent["id"]] = intent
+            sim.state.own(intent["id"], _account(request))
             if str(params.get("confirm", "false")).lower() == "true":
                 method = params.get("payment_method")
                 if method not in (
@@ -655,7 +711,8 @@ def router() -> APIRouter:
     @api.get("/v1/payment_intents/{intent_id}")
     async def get_intent(request: Request, intent_id: str) -> JSONResponse:
         _authorize(request)
-        intent = sandbox_of(request).stripe.intents.get(intent_id)
+        state = sandbox_of(request).stripe
+        intent = state.visible(state.intents, intent_id, _account(request))
         if intent is None:
             raise _missing("payment_intent", intent_id, "intent")
         return json_response(intent_view(request, intent, _query(request)))
@@ -663,7 +720,8 @@ def router() -> APIRouter:
     @api.get("/v1/charges/{charge_id}")
     async def get_charge(request: Request, charge_id: str) -> JSONResponse:
         _authorize(request)
-        charge = sandbox_of(request).stripe.charges.get(charge_id)
+        state = sandbox_of(request).stripe
+        charge = state.visible(state.charges, charge_id, _account(request))
         if charge is None:
             raise _missing("charge", charge_id)
         return json_response(charge_view(request, charge, _query(request)))
@@ -676,13 +734,14 @@ def router() -> APIRouter:
             params = await _form(request)
             sim = StripeSimulator(request)
             state = sim.state
+            account = _account(request)
             charge = None
             if params.get("charge"):
-                charge = state.charges.get(params["charge"])
+                charge = state.visible(state.charges, params["charge"], account)
                 if charge is None:
                     raise _missing("charge", params["charge"], "charge")
             elif params.get("payment_intent"):
-                intent = state.intents.get(params["payment_intent"])
+                intent = state.visible(state.intents, params["payment_intent"], account)
                 if intent is None:
                     raise _missing("payment_intent", params["payment_intent"], "payment_intent")
                 charge = state.charges.get(intent["latest_charge"] or "")
@@ -726,6 +785,7 @@ def router() -> APIRouter:
                 charge, amount, params.get("reason"), params.get("metadata") or {}
             )
             state.refunds[refund["id"]] = refund
+            state.adopt(refund["id"], charge["id"])
             charge["amount_refunded"] += amount
             charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
             sim.emit("refund.created", refund)
@@ -737,7 +797,8 @@ def router() -> APIRouter:
     @api.get("/v1/refunds/{refund_id}")
     async def get_refund(request: Request, refund_id: str) -> JSONResponse:
         _authorize(request)
-        refund = sandbox_of(request).stripe.refunds.get(refund_id)
+        state = sandbox_of(request).stripe
+        refund = state.visible(state.refunds, refund_id, _account(request))
         if refund is None:
             raise _missing("refund", refund_id)
         return json_response(refund)
@@ -746,6 +807,15 @@ def router() -> APIRouter:
     async def list_events(request: Request) -> JSONResponse:
         _authorize(request)
         params = _query(request)
+        unknown = sorted(params.keys() - EVENT_LIST_PARAMS)
+        if unknown:
+            raise StripeError(
+                400,
+                f"Received unknown parameter: {unknown[0]}",
+                code="parameter_unknown",
+                param=unknown[0],
+            )
+        _expanded({}, params, {})
         matches_type = _type_matcher(params)
         in_range = _created_filter(params["created"]) if "created" in params else None
         delivered = (
@@ -753,10 +823,12 @@ def router() -> APIRouter:
             if "delivery_success" in params
             else None
         )
+        account = _account(request)
         rows = [
             event
             for event in reversed(sandbox_of(request).stripe.events.values())
-            if matches_type(event["type"])
+            if event.get("account") == account
+            and matches_type(event["type"])
             and (in_range is None or in_range(event["created"]))
             and (delivered is None or (event["pending_webhooks"] == 0) == delivered)
         ]
@@ -765,7 +837,8 @@ def router() -> APIRouter:
     @api.get("/v1/events/{event_id}")
     async def get_event(request: Request, event_id: str) -> JSONResponse:
         _authorize(request)
-        event = sandbox_of(request).stripe.events.get(event_id)
+        state = sandbox_of(request).stripe
+        event = state.visible(state.events, event_id, _account(request))
         if event is None:
             raise _missing("event", event_id)
         return json_response(event)
@@ -808,6 +881,7 @@ def router() -> APIRouter:
                 automatic_payment_methods=False,
             )
             sim.state.intents[intent["id"]] = intent
+            sim.state.adopt(intent["id"], session["id"])
             session["payment_intent"] = intent["id"]
         sim.pay(intent, objects.new_id("pm"), succeeds=card == CARD_OK)
         if intent["status"] != "succeeded":
@@ -831,6 +905,7 @@ def _pay_later(sim: StripeSimulator, session: dict[str, Any], *, succeeds: bool)
     )
     intent["status"] = "processing"
     sim.state.intents[intent["id"]] = intent
+    sim.state.adopt(intent["id"], session["id"])
     objects.complete_session(session, intent["id"])
     session["payment_status"] = "unpaid"
     sim.emit("checkout.session.completed", _public_session(session))

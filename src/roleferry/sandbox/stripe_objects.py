@@ -453,11 +453,17 @@ def refund(
     }
 
 
-def event(type_: str, obj: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
-    """An event about `obj` as it is now, awaiting delivery to the one webhook endpoint."""
+def event(
+    type_: str, obj: dict[str, Any], idempotency_key: str | None, account: str | None = None
+) -> dict[str, Any]:
+    """An event about `obj` as it is now, awaiting delivery to the one webhook endpoint. A
+    connected account's event names it in `account` and `context`; the platform's own events
+    carry neither field, as Stripe sends them."""
+    connect = {"account": account, "context": account} if account else {}
     return {
         "id": new_id("evt"),
         "object": "event",
+        **connect,
         "api_version": API_VERSION,
         "created": int(time.time()),
         "data": {"object": obj},
