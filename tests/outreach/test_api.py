@@ -17,9 +17,13 @@ from tests.support.live_server import LiveServer, live_server
 ALWAYS = {"days": [0, 1, 2, 3, 4, 5, 6], "start_hour": 0, "end_hour": 24}
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    with live_server(tmp_path, sequence_tick_s=0.1) as server:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """The server on SQLite and on PostgreSQL."""
+    overrides: dict[str, Any] = {"sequence_tick_s": 0.1}
+    if request.param == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("postgres_url")
+    with live_server(tmp_path, **overrides) as server:
         yield server
 
 

@@ -161,7 +161,7 @@ async def test_suppressed_after_the_claim_but_before_the_call_is_not_mailed(lab:
         session.add(Suppression(email="p0@example.org", reason="spam_report", source_event="t"))
     kept = await lab.dispatcher.recheck(claimed, result)
     for item in kept:
-        await lab.dispatcher.send(item, result)
+        await lab.dispatcher.send([item], result)
     assert [m["email"] for m in lab.mail()] == ["p1@example.org"]
     assert await lab.states() == {"sent": 1, "suppressed": 1}
 
@@ -179,7 +179,7 @@ async def test_a_reply_while_a_step_is_in_flight_lets_at_most_that_one_go(lab: L
     async with lab.db.write_session() as session:
         await service.reply(session, enrollment, lab.clock(), "test")
     for item in claimed:
-        await lab.dispatcher.send(item, result)
+        await lab.dispatcher.send([item], result)
     lab.clock.advance(10 * DAY)
     await lab.tick()
     assert len(lab.mail()) == 1

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from roleferry.outreach import service, suppressions
 from roleferry.outreach.dispatch import Claimed, TickResult
 from roleferry.outreach.models import Enrollment, SequenceSend
+from tests.conftest import postgres_database
 from tests.outreach.lab import Lab, open_lab
 from tests.support.sandbox_server import SandboxServer
 
@@ -35,7 +37,7 @@ def reachable(source: str, target: str) -> bool:
     return target in seen
 
 
-def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
+def run_machine(sb: SandboxServer, tmp_path: Path, database: str) -> None:
     counter = iter(range(10**6))
 
     class Steps(RuleBasedStateMachine):
@@ -45,7 +47,11 @@ def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
             sb_reset(sb)
             folder = tmp_path / f"m{next(counter)}"
             folder.mkdir()
-            self.gen = open_lab(sb, folder)
+            overrides: dict[str, Any] = {}
+            if database == "postgresql":
+                self.pg = postgres_database()
+                overrides["database_url"] = self.pg.__enter__()
+            self.gen = open_lab(sb, folder, **overrides)
             self.lab: Lab = self.loop.run_until_complete(anext(self.gen))
             self.loop.run_until_complete(self._setup())
             self.in_flight: list[Claimed] = []
@@ -70,7 +76,7 @@ def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
         def send_some(self, count: int) -> None:
             batch, self.in_flight = self.in_flight[:count], self.in_flight[count:]
             for item in batch:
-                self.run(self.lab.dispatcher.send(item, TickResult()))
+                self.run(self.lab.dispatcher.send([item], TickResult()))
 
         @rule()
         def crash(self) -> None:
@@ -181,6 +187,8 @@ def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
                 self.loop.run_until_complete(self.gen.aclose())
             if hasattr(self, "loop"):
                 self.loop.close()
+            if hasattr(self, "pg"):
+                self.pg.__exit__(None, None, None)
 
     Steps.TestCase.settings = settings(
         max_examples=12,
@@ -206,8 +214,10 @@ def _deadline() -> Any:
     return Deadline(10)
 
 
-def test_step_state_machine(sb: SandboxServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_step_state_machine(sb: SandboxServer, tmp_path: Path, database: str) -> None:
     """Random interleavings of claims, sends, deaths, stops and events keep every send on
-    the allowed transitions, mailed at most once, and in agreement with the mail log."""
+    the allowed transitions, mailed at most once, and in agreement with the mail log; on
+    SQLite and on PostgreSQL (a fresh database per example)."""
     random.seed(14)
-    run_machine(sb, tmp_path)
+    run_machine(sb, tmp_path, database)
