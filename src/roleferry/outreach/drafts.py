@@ -97,7 +97,8 @@ class Drafter:
         self.clock = clock
 
     async def pending(self, limit: int) -> list[Pending]:
-        """AI steps of active enrolments that have no usable draft yet, oldest first."""
+        """AI steps of active or paused enrolments with no usable draft yet, oldest first
+        (a paused enrolment's draft is ready to read and edit before it is resumed)."""
         async with self.db.session() as session:
             rows = (
                 await session.execute(
@@ -107,7 +108,7 @@ class Drafter:
                     .where(
                         SequenceSend.draft_state == PENDING,
                         SequenceSend.state == "scheduled",
-                        Enrollment.status == "active",
+                        Enrollment.status.in_(service.ACTIVE),
                     )
                     .order_by(SequenceSend.id)
                     .limit(limit)
