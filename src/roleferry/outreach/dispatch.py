@@ -68,7 +68,6 @@ log = structlog.get_logger(__name__)
 DOMAIN_RECHECK_S = 60.0
 CREDITS_RECHECK_S = 60.0
 DRAFT_RECHECK_S = 60.0
-MAX_PERSONALIZATIONS = 1000
 SEND_DEADLINE_S = 30.0
 SYNC_PAGE = 500
 SYNC_RETRY_S = 60.0
@@ -123,16 +122,12 @@ class TickResult:
     waiting: Counter[str] = field(default_factory=Counter)
 
 
-def batches(claimed: list[Claimed]) -> list[list[Claimed]]:
-    """Claimed steps grouped by request: same key, at most 1,000 personalizations each."""
+def batches(claimed: list[Claimed], most: int) -> list[list[Claimed]]:
+    """Claimed steps grouped by request: same key, at most `most` personalizations each."""
     groups: dict[tuple[str, ...], list[Claimed]] = {}
     for item in claimed:
         groups.setdefault(item.key, []).append(item)
-    return [
-        group[i : i + MAX_PERSONALIZATIONS]
-        for group in groups.values()
-        for i in range(0, len(group), MAX_PERSONALIZATIONS)
-    ]
+    return [group[i : i + most] for group in groups.values() for i in range(0, len(group), most)]
 
 
 class Dispatcher:
@@ -236,7 +231,9 @@ class Dispatcher:
                 else:
                     await self.send(items, result, held)
 
-        await asyncio.gather(*(one(b) for b in batches(claimed)))
+        await asyncio.gather(
+            *(one(b) for b in batches(claimed, self.settings.sequence_personalizations))
+        )
         if held:
             result.retried += len(held)
             await self._release(held, self._hold_until)
