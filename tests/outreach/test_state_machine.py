@@ -20,6 +20,7 @@ from sqlalchemy import select
 from roleferry.outreach import service, suppressions
 from roleferry.outreach.dispatch import Claimed, TickResult
 from roleferry.outreach.models import Enrollment, SequenceSend
+from roleferry.payments.models import CreditEntry, CreditReservation
 from tests.conftest import postgres_database
 from tests.outreach.lab import Lab, open_lab
 from tests.support.sandbox_server import SandboxServer
@@ -47,7 +48,7 @@ def run_machine(sb: SandboxServer, tmp_path: Path, database: str) -> None:
             sb_reset(sb)
             folder = tmp_path / f"m{next(counter)}"
             folder.mkdir()
-            overrides: dict[str, Any] = {}
+            overrides: dict[str, Any] = {"billing": "on", "starting_credits": 10_000}
             if database == "postgresql":
                 self.pg = postgres_database()
                 overrides["database_url"] = self.pg.__enter__()
@@ -177,6 +178,32 @@ def run_machine(sb: SandboxServer, tmp_path: Path, database: str) -> None:
                 if send.state in ("suppressed", "cancelled", "failed"):
                     assert mailed[send.id] == 0, (send.state, send.outcome)
                 self.last[send.id] = send.state
+            spent, open_holds = self.run(self._credits())
+            assert spent == Counter(s.id for s in sends if s.state == "sent"), (
+                "one charge a sent step"
+            )
+            assert open_holds == Counter(s.id for s in sends if s.state == "sending")
+
+        async def _credits(self) -> tuple[Counter[str], Counter[str]]:
+            """Spends and open holds of `email_sent`, by send id."""
+            async with self.lab.db.session() as session:
+                spent = Counter(
+                    ref.split(":")[1]
+                    for ref in await session.scalars(
+                        select(CreditEntry.reference).where(
+                            CreditEntry.reason == "spend:email_sent"
+                        )
+                    )
+                )
+                held = Counter(
+                    ref.split(":")[1]
+                    for ref in await session.scalars(
+                        select(CreditReservation.reference).where(
+                            CreditReservation.status == "open"
+                        )
+                    )
+                )
+            return spent, held
 
         async def _sends(self) -> list[SequenceSend]:
             async with self.lab.db.session() as session:
@@ -217,7 +244,8 @@ def _deadline() -> Any:
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_step_state_machine(sb: SandboxServer, tmp_path: Path, database: str) -> None:
     """Random interleavings of claims, sends, deaths, stops and events keep every send on
-    the allowed transitions, mailed at most once, and in agreement with the mail log; on
+    the allowed transitions, mailed at most once, in agreement with the mail log, charged
+    once if sent and never otherwise (a hold open only while it is `sending`); on
     SQLite and on PostgreSQL (a fresh database per example)."""
     random.seed(14)
     run_machine(sb, tmp_path, database)

@@ -285,9 +285,9 @@ class Dispatcher:
             )
             for send in stale:
                 status = statuses.get(send.enrollment_id)
+                # No event within the window: taken as not sent, so not paid for.
+                await billing.release(session, [(send.id, send.attempts)])
                 if status in service.ACTIVE:
-                    # No event within the window: taken as not sent, so not paid for.
-                    await billing.release(session, [(send.id, send.attempts)])
                     send.state = "scheduled"
                     send.due_at = now if status == "active" else None
                     service.note(
