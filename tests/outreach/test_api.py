@@ -252,7 +252,9 @@ def test_a_reply_through_inbound_parse_stops_the_enrolment(live: LiveServer) -> 
         "stopped",
         "reply",
     )
-    assert rows["quiet@example.org"]["status"] == "active"
+    # The other enrolment goes on, unless its recipient happened to unsubscribe or report
+    # spam (the simulator's recipients do, 3 times in 100).
+    assert rows["quiet@example.org"]["stop_reason"] in (None, "unsubscribe", "spam_report")
     forged = httpx.post(f"{live.url}/webhooks/sendgrid/inbound/nope", data={"from": "x"})
     assert forged.status_code == 404
 
