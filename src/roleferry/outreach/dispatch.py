@@ -149,6 +149,8 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.signer = Signer.of(settings)
         self._task: asyncio.Task[None] | None = None
+        self._drafting: asyncio.Task[None] | None = None
+        self._draft_wake = asyncio.Event()
         self._wake = asyncio.Event()
         self._synced_at = 0.0
         self._started_at = clock()
@@ -158,14 +160,32 @@ class Dispatcher:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="sequence-dispatcher")
+        if self._drafting is None and self.drafter is not None:
+            # Its own loop: model calls take seconds, and due sends must not wait for them.
+            self._drafting = asyncio.create_task(self._draft_run(), name="sequence-drafter")
 
     async def stop(self) -> None:
+        await cancel_and_wait(self._drafting)
         await cancel_and_wait(self._task)
-        self._task = None
+        self._task = self._drafting = None
 
     def wake(self) -> None:
         """New due steps (an enrolment, a resume): look now rather than at the next tick."""
         self._wake.set()
+        self._draft_wake.set()
+
+    async def _draft_run(self) -> None:
+        while True:
+            try:
+                drafted = await self.draft_pending()
+            except Exception:  # a bad pass must not end the drafter; the steps stay pending
+                log.exception("sequence_draft_failed")
+                drafted = 0
+            if drafted:
+                continue
+            self._draft_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._draft_wake.wait(), self.settings.sequence_tick_s)
 
     async def sync_suppressions(self) -> dict[str, int]:
         """Copies SendGrid's bounce, spam-report and unsubscribe lists into ours (entries
@@ -197,7 +217,7 @@ class Dispatcher:
                     log.warning("suppression_sync_failed", error=exc.kind)
                     self._synced_at -= self.settings.suppression_sync_s - SYNC_RETRY_S
             try:
-                result = await self.tick()
+                result = await self.tick(draft=False)
             except Exception:  # a bad tick must not end the dispatcher; the rows wait
                 log.exception("sequence_tick_failed")
                 result = TickResult()
@@ -207,12 +227,13 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.sequence_tick_s)
 
-    async def tick(self) -> TickResult:
+    async def tick(self, *, draft: bool = True) -> TickResult:
         """One pass: resolve ambiguous sends, claim what is due, send it, record it. While
         the SendGrid budget is spent (or its breaker open) nothing is claimed, and claimed
         steps that found it spent go back to `scheduled` together."""
         result = TickResult()
-        result.drafted = await self.draft_pending()
+        if draft:  # the running dispatcher drafts in a loop of its own
+            result.drafted = await self.draft_pending()
         now = self.clock()
         result.resent = await self.resolve_ambiguous(now)
         if now < self._hold_until:
