@@ -511,7 +511,8 @@ class Dispatcher:
         if drafted is None:
             subject, body = step["subject"], step["body"]
             used = service.variables(body)
-            personalization["substitutions"] = {tag(v): str(contact.get(v) or "") for v in used}
+            if used:
+                personalization["substitutions"] = {tag(v): str(contact.get(v) or "") for v in used}
             body = service.render(body, {v: tag(v) for v in used})
             key: tuple[str, ...] = (sequence.id, str(send.step), sender.id)
         else:
