@@ -113,6 +113,19 @@ def enrol(api: Any, sequence_id: str, count: int, prefix: str) -> list[str]:
     return runs
 
 
+def client(url: str, tmp: str) -> Any:
+    """Calls the server's API as the local user (its key is in the data dir)."""
+    key = (Path(tmp) / "local-api-key").read_text().strip()
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def api(method: str, path: str, **kw: Any) -> Any:
+        response = httpx.request(method, f"{url}{path}", headers=auth, timeout=120, **kw)
+        response.raise_for_status()
+        return response.json()
+
+    return api
+
+
 @dataclass
 class Throughput:
     elapsed: float
@@ -128,13 +141,7 @@ def throughput(
     """One throughput run on a running server: enrol, wait for every run to finish, read the
     simulator's mail log and request counts."""
     url = f"http://127.0.0.1:{port}"
-    key = (Path(tmp) / "local-api-key").read_text().strip()
-    auth = {"Authorization": f"Bearer {key}"}
-
-    def api(method: str, path: str, **kw: Any) -> Any:
-        response = httpx.request(method, f"{url}{path}", headers=auth, timeout=120, **kw)
-        response.raise_for_status()
-        return response.json()
+    api = client(url, tmp)
 
     sequence_id = setup(api, args.steps, args.delay, 0.0)
     started = time.monotonic()
@@ -176,7 +183,7 @@ def environment(tmp: str, spec: str, personalizations: int) -> dict[str, str]:
         "ROLEFERRY_LOG_LEVEL": "WARNING",
         "ROLEFERRY_USER_RATE_LIMIT": "1000/1",
         "ROLEFERRY_BULK_SHARE": "1",
-        "ROLEFERRY_BILLING": "off",
+        "ROLEFERRY_STARTING_CREDITS": "1000000",  # billing on: each email is charged
         "ROLEFERRY_SENDGRID_RATE_LIMIT": spec,
         "ROLEFERRY_SEQUENCE_TICK_S": "0.2",
         "ROLEFERRY_SEQUENCE_PERSONALIZATIONS": str(personalizations),
@@ -244,13 +251,7 @@ def sleeping(
 ) -> subprocess.Popen[bytes]:
     """`--sleeping` enrolments a day away, then a restart; returns the restarted server."""
     url = f"http://127.0.0.1:{port}"
-    key = (Path(tmp) / "local-api-key").read_text().strip()
-    auth = {"Authorization": f"Bearer {key}"}
-
-    def api(method: str, path: str, **kw: Any) -> Any:
-        response = httpx.request(method, f"{url}{path}", headers=auth, timeout=120, **kw)
-        response.raise_for_status()
-        return response.json()
+    api = client(url, tmp)
 
     sleepy = setup(api, 1, 0, 86_400.0)
     enrol_started = time.monotonic()

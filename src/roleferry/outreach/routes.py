@@ -37,6 +37,12 @@ def _iso(at: float | None) -> str | None:
     return None if at is None else iso_z(at)
 
 
+def iana_zone(value: str) -> str:
+    if not valid_zone(value):
+        raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/Berlin")
+    return value
+
+
 class SenderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr = Field(description="A from-address on a sending domain.")
@@ -50,12 +56,7 @@ class SenderIn(BaseModel):
         "UTC", max_length=64, description="IANA zone whose midnight starts the cap's next day."
     )
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        if not valid_zone(value):
-            raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/Berlin")
-        return value
+    _zone = field_validator("timezone")(iana_zone)
 
 
 class SenderOut(BaseModel):
@@ -150,12 +151,7 @@ class SequenceIn(BaseModel):
     )
     domain_hourly_limit: int = Field(20, ge=1, le=10_000)
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        if not valid_zone(value):
-            raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/Berlin")
-        return value
+    _zone = field_validator("timezone")(iana_zone)
 
 
 class SequenceOut(BaseModel):
