@@ -252,8 +252,9 @@ def test_a_reply_through_inbound_parse_stops_the_enrolment(live: LiveServer) -> 
         "stopped",
         "reply",
     )
-    # The other enrolment goes on, unless its recipient happened to unsubscribe or report
-    # spam (the simulator's recipients do, 3 times in 100).
+    # The other enrolment, mailed in the same request (one message id), goes on; unless
+    # its recipient happened to unsubscribe or report spam (the simulator's do, 3 in 100).
+    assert len({m["message_id"] for m in mail(live)}) == 1
     assert rows["quiet@example.org"]["stop_reason"] in (None, "unsubscribe", "spam_report")
     forged = httpx.post(f"{live.url}/webhooks/sendgrid/inbound/nope", data={"from": "x"})
     assert forged.status_code == 404
