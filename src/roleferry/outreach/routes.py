@@ -90,7 +90,13 @@ class StepIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "oneOf": [{"required": ["subject", "body"]}, {"required": ["ai_draft"]}]
+            "oneOf": [
+                {"required": ["subject", "body"], "not": {"required": ["ai_draft"]}},
+                {
+                    "required": ["ai_draft"],
+                    "not": {"anyOf": [{"required": ["subject"]}, {"required": ["body"]}]},
+                },
+            ]
         },
     )
     delay_s: float = Field(
