@@ -171,6 +171,13 @@ class Settings(PaymentSettings, _ProviderSettings):
         1.0, gt=0, description="How often the dispatcher looks for due sequence steps."
     )
     sequence_batch: int = Field(200, gt=0, le=1000, description="Steps claimed per tick.")
+    sequence_personalizations: int = Field(
+        1000,
+        ge=1,
+        le=1000,
+        description="Most steps of one sequence step sent in one mail/send request "
+        "(SendGrid allows 1,000 personalizations); 1: a request per email.",
+    )
     sequence_send_concurrency: int = Field(
         8, gt=0, le=64, description="mail/send requests in flight at once."
     )

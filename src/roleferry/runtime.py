@@ -21,6 +21,7 @@ from roleferry.monitoring.dogstatsd import DogStatsD
 from roleferry.monitoring.integrations import IntegrationStats
 from roleferry.outbound import Resolver, system_resolver
 from roleferry.outreach.dispatch import Dispatcher
+from roleferry.outreach.drafts import model_chain
 from roleferry.process_lock import ProcessLock
 from roleferry.providers.catalog import SPECS
 from roleferry.providers.registry import Providers
@@ -118,6 +119,7 @@ class Runtime:
             self.settings,
             self.public_url,
             lambda: self.clock(),
+            chain=model_chain(self.providers, self.settings),
         )
         if self.settings.sequence_dispatch:
             self.dispatcher.start()

@@ -19,6 +19,7 @@ from roleferry import migrations
 from roleferry.db import Database, DatabaseUrls
 from roleferry.outreach import service
 from roleferry.outreach.dispatch import Dispatcher, TickResult
+from roleferry.outreach.drafts import model_chain
 from roleferry.outreach.models import Enrollment, Sender, SequenceDef, SequenceRun, SequenceSend
 from roleferry.providers.registry import Providers
 from roleferry.providers.sendgrid.client import SendGridClient
@@ -188,7 +189,12 @@ async def open_lab(sb: SandboxServer, tmp_path: Path, **overrides: Any) -> Async
     async with db.session() as session:
         user = await users.create_user(session, "owner@example.com")
     dispatcher = Dispatcher(
-        db, providers.clients["sendgrid"], settings, "http://roleferry.test", clock
+        db,
+        providers.clients["sendgrid"],
+        settings,
+        "http://roleferry.test",
+        clock,
+        chain=model_chain(providers, settings),
     )
     try:
         yield Lab(sb, db, providers, dispatcher, clock, user.user.id)

@@ -17,9 +17,13 @@ from tests.support.live_server import LiveServer, live_server
 ALWAYS = {"days": [0, 1, 2, 3, 4, 5, 6], "start_hour": 0, "end_hour": 24}
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    with live_server(tmp_path, sequence_tick_s=0.1) as server:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """The server on SQLite and on PostgreSQL."""
+    overrides: dict[str, Any] = {"sequence_tick_s": 0.1}
+    if request.param == "postgresql":
+        overrides["database_url"] = request.getfixturevalue("postgres_url")
+    with live_server(tmp_path, **overrides) as server:
         yield server
 
 
@@ -248,6 +252,69 @@ def test_a_reply_through_inbound_parse_stops_the_enrolment(live: LiveServer) -> 
         "stopped",
         "reply",
     )
-    assert rows["quiet@example.org"]["status"] == "active"
+    # The other enrolment, mailed in the same request (one message id), goes on; unless
+    # its recipient happened to unsubscribe or report spam (the simulator's do, 3 in 100).
+    assert len({m["message_id"] for m in mail(live)}) == 1
+    assert rows["quiet@example.org"]["stop_reason"] in (None, "unsubscribe", "spam_report")
     forged = httpx.post(f"{live.url}/webhooks/sendgrid/inbound/nope", data={"from": "x"})
     assert forged.status_code == 404
+
+
+def test_an_ai_step_is_drafted_at_enrolment_and_the_edit_goes(live: LiveServer) -> None:
+    """An AI step's draft is written at enrolment through the Anthropic simulator, shown on
+    the enrolment's step, editable through the drafts API while the enrolment is paused,
+    and the edit is what goes; a step with both a body and ai_draft is a 422."""
+    sender = api(live, "POST", "/api/v1/senders", json={"email": "a@rf-send-01.com"}).json()
+    both = api(
+        live,
+        "POST",
+        "/api/v1/sequences",
+        json={
+            "name": "x",
+            "sender_id": sender["id"],
+            "steps": [{"subject": "S", "body": "B", "ai_draft": {"role": "Engineer"}}],
+        },
+    )
+    assert both.status_code == 422
+    assert "either subject and body, or ai_draft" in both.text
+    created = api(
+        live,
+        "POST",
+        "/api/v1/sequences",
+        json={
+            "name": "ai",
+            "sender_id": sender["id"],
+            "steps": [{"delay_s": 3600, "ai_draft": {"role": "Engineer", "tone": "direct"}}],
+            "window": ALWAYS,
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["steps"][0]["ai_draft"]["role"] == "Engineer"
+    run = api(
+        live,
+        "POST",
+        f"/api/v1/sequences/{created.json()['id']}/enrollments",
+        json={"contacts": [{"email": "ann@acme.org", "first_name": "Ann", "company": "Acme"}]},
+    )
+    assert run.status_code == 202, run.text
+    enrollment = api(live, "GET", "/api/v1/enrollments").json()[0]
+    path = f"/api/v1/enrollments/{enrollment['id']}"
+    assert api(live, "POST", f"{path}/pause").json()["status"] == "paused"
+    step = wait_for(
+        lambda: next(
+            (s for s in api(live, "GET", path).json()["steps"] if s["draft_state"] == "ready"),
+            None,
+        )
+    )
+    draft = api(live, "GET", f"/api/v1/drafts/{step['draft_id']}").json()
+    assert draft["status"] == "complete"
+    assert "Ann" in draft["body"]
+    edited = api(
+        live, "PATCH", f"/api/v1/drafts/{step['draft_id']}", json={"body": "Short and edited."}
+    )
+    assert edited.status_code == 200, edited.text
+    assert api(live, "POST", f"{path}/resume").json()["status"] == "active"
+    sent = wait_for(lambda: mail(live, "ann@acme.org"))
+    assert [(m["subject"], m["body"]) for m in sent] == [(draft["subject"], "Short and edited.")]
+    other = live.new_user("other@example.com")
+    assert api(live, "GET", f"/api/v1/drafts/{step['draft_id']}", key=other).status_code == 404

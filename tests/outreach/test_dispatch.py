@@ -106,6 +106,67 @@ async def test_daily_cap_follows_the_warm_up_ramp(lab: Lab) -> None:
     assert per_day == [2, 3, 3]
 
 
+async def due_times(lab: Lab) -> list[float]:
+    async with lab.db.session() as session:
+        return sorted(
+            await session.scalars(
+                select(SequenceSend.due_at).where(SequenceSend.state == "scheduled")
+            )
+        )
+
+
+async def test_daily_cap_and_warm_up_count_the_senders_local_days_across_dst(lab: Lab) -> None:
+    """A New York sender, 2/day +1/day: Saturday 18:00 New York (23:00 UTC) it sends 2; at
+    20:00 New York the UTC day has changed but its day has not, so nothing more goes until
+    its midnight (05:00 UTC); the DST Sunday is 23 hours long, so Monday starts at 04:00 UTC."""
+    lab.clock.now = 1_772_924_400.0  # Saturday 2026-03-07 23:00 UTC
+    sender = await lab.sender(
+        daily_cap=100, warmup_start=2, warmup_step=1, timezone="America/New_York"
+    )
+    await lab.enroll(await lab.sequence(sender, steps=1), people(12))
+    assert (await lab.tick()).sent == 2
+    lab.clock.advance(2 * 3600)
+    assert (await lab.tick()).sent == 0, "a new UTC day, the same New York day"
+    sunday = 1_772_946_000.0  # 2026-03-08 00:00 New York (EST)
+    assert all(sunday <= due <= sunday + 600 for due in await due_times(lab))
+    lab.clock.now = sunday + 600
+    assert (await lab.tick()).sent == 3
+    monday = 1_773_028_800.0  # 2026-03-09 00:00 New York (EDT): 23 hours later
+    assert all(monday <= due <= monday + 600 for due in await due_times(lab))
+    lab.clock.now = monday + 600
+    assert (await lab.tick()).sent == 4
+
+
+async def test_steps_due_together_go_as_one_request_each_with_its_own_content(
+    lab: Lab,
+) -> None:
+    """25 contacts due at once: one mail/send request with 25 personalizations, each copy
+    with its own name in subject and body, its own send_id and unsubscribe link."""
+    sequence = await lab.sequence(await lab.sender(), steps=1)
+    await lab.enroll(sequence, people(25))
+    result = await lab.tick()
+    assert (result.sent, result.requests) == (25, 1)
+    mail = lab.mail()
+    assert len({m["message_id"] for m in mail}) == 1
+    for m in mail:
+        n = m["email"][1 : m["email"].index("@")]
+        assert m["subject"] == f"Step 0 for Ann{n}"
+        assert m["body"] == f"Hello Ann{n} at Acme, step 0."
+    assert len({m["custom_args"]["send_id"] for m in mail}) == 25
+    assert len({m["headers"]["List-Unsubscribe"] for m in mail}) == 25
+
+
+async def test_a_batch_sendgrid_refuses_is_sent_one_by_one(lab: Lab) -> None:
+    """A 400 for the whole request proves nothing went: each step is tried alone, so only
+    a step SendGrid refuses on its own fails."""
+    sequence = await lab.sequence(await lab.sender(), steps=1)
+    await lab.enroll(sequence, people(3))
+    lab.sb.control("sendgrid", fail_next=2, error_status=400)
+    result = await lab.tick()
+    assert (result.sent, result.ended["failed"], result.requests) == (2, 1, 4)
+    assert len(lab.mail()) == 2
+
+
 async def test_minimum_gap_between_two_sends_of_a_sender_with_jitter(lab: Lab) -> None:
     """A 60 s gap with up to 30 s jitter: one send per claim, the next 60-90 s later."""
     sequence = await lab.sequence(await lab.sender(min_gap_s=60, jitter_s=30), steps=1)
@@ -161,7 +222,7 @@ async def test_suppressed_after_the_claim_but_before_the_call_is_not_mailed(lab:
         session.add(Suppression(email="p0@example.org", reason="spam_report", source_event="t"))
     kept = await lab.dispatcher.recheck(claimed, result)
     for item in kept:
-        await lab.dispatcher.send(item, result)
+        await lab.dispatcher.send([item], result)
     assert [m["email"] for m in lab.mail()] == ["p1@example.org"]
     assert await lab.states() == {"sent": 1, "suppressed": 1}
 
@@ -179,7 +240,7 @@ async def test_a_reply_while_a_step_is_in_flight_lets_at_most_that_one_go(lab: L
     async with lab.db.write_session() as session:
         await service.reply(session, enrollment, lab.clock(), "test")
     for item in claimed:
-        await lab.dispatcher.send(item, result)
+        await lab.dispatcher.send([item], result)
     lab.clock.advance(10 * DAY)
     await lab.tick()
     assert len(lab.mail()) == 1

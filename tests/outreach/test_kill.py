@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import free_port, start_roleferry
 
@@ -21,11 +22,15 @@ KILLS = 10
 AMBIGUITY_S = 20
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_sigkill_mid_run_sends_every_step_exactly_once_or_accounts_for_it(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, database: str, request: pytest.FixtureRequest
 ) -> None:
     """500 enrolments x 3 steps, 10 SIGKILLs at random moments: 0 duplicates, 0 mails to
-    blocked addresses, and scheduled = sent + suppressed + stopped + cancelled + failed."""
+    blocked addresses, and scheduled = sent + suppressed + stopped + cancelled + failed;
+    on SQLite and on PostgreSQL."""
+    if database == "postgresql":
+        env = {**env, "ROLEFERRY_DATABASE_URL": request.getfixturevalue("postgres_url")}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     sandbox_port = free_port()

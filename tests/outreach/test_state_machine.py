@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -19,6 +20,8 @@ from sqlalchemy import select
 from roleferry.outreach import service, suppressions
 from roleferry.outreach.dispatch import Claimed, TickResult
 from roleferry.outreach.models import Enrollment, SequenceSend
+from roleferry.payments.models import CreditEntry, CreditReservation
+from tests.conftest import postgres_database
 from tests.outreach.lab import Lab, open_lab
 from tests.support.sandbox_server import SandboxServer
 
@@ -35,7 +38,7 @@ def reachable(source: str, target: str) -> bool:
     return target in seen
 
 
-def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
+def run_machine(sb: SandboxServer, tmp_path: Path, database: str) -> None:
     counter = iter(range(10**6))
 
     class Steps(RuleBasedStateMachine):
@@ -45,7 +48,11 @@ def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
             sb_reset(sb)
             folder = tmp_path / f"m{next(counter)}"
             folder.mkdir()
-            self.gen = open_lab(sb, folder)
+            overrides: dict[str, Any] = {"billing": "on", "starting_credits": 10_000}
+            if database == "postgresql":
+                self.pg = postgres_database()
+                overrides["database_url"] = self.pg.__enter__()
+            self.gen = open_lab(sb, folder, **overrides)
             self.lab: Lab = self.loop.run_until_complete(anext(self.gen))
             self.loop.run_until_complete(self._setup())
             self.in_flight: list[Claimed] = []
@@ -70,7 +77,7 @@ def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
         def send_some(self, count: int) -> None:
             batch, self.in_flight = self.in_flight[:count], self.in_flight[count:]
             for item in batch:
-                self.run(self.lab.dispatcher.send(item, TickResult()))
+                self.run(self.lab.dispatcher.send([item], TickResult()))
 
         @rule()
         def crash(self) -> None:
@@ -171,6 +178,32 @@ def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
                 if send.state in ("suppressed", "cancelled", "failed"):
                     assert mailed[send.id] == 0, (send.state, send.outcome)
                 self.last[send.id] = send.state
+            spent, open_holds = self.run(self._credits())
+            assert spent == Counter(s.id for s in sends if s.state == "sent"), (
+                "one charge a sent step"
+            )
+            assert open_holds == Counter(s.id for s in sends if s.state == "sending")
+
+        async def _credits(self) -> tuple[Counter[str], Counter[str]]:
+            """Spends and open holds of `email_sent`, by send id."""
+            async with self.lab.db.session() as session:
+                spent = Counter(
+                    ref.split(":")[1]
+                    for ref in await session.scalars(
+                        select(CreditEntry.reference).where(
+                            CreditEntry.reason == "spend:email_sent"
+                        )
+                    )
+                )
+                held = Counter(
+                    ref.split(":")[1]
+                    for ref in await session.scalars(
+                        select(CreditReservation.reference).where(
+                            CreditReservation.status == "open"
+                        )
+                    )
+                )
+            return spent, held
 
         async def _sends(self) -> list[SequenceSend]:
             async with self.lab.db.session() as session:
@@ -181,6 +214,8 @@ def run_machine(sb: SandboxServer, tmp_path: Path) -> None:
                 self.loop.run_until_complete(self.gen.aclose())
             if hasattr(self, "loop"):
                 self.loop.close()
+            if hasattr(self, "pg"):
+                self.pg.__exit__(None, None, None)
 
     Steps.TestCase.settings = settings(
         max_examples=12,
@@ -206,8 +241,11 @@ def _deadline() -> Any:
     return Deadline(10)
 
 
-def test_step_state_machine(sb: SandboxServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_step_state_machine(sb: SandboxServer, tmp_path: Path, database: str) -> None:
     """Random interleavings of claims, sends, deaths, stops and events keep every send on
-    the allowed transitions, mailed at most once, and in agreement with the mail log."""
+    the allowed transitions, mailed at most once, in agreement with the mail log, charged
+    once if sent and never otherwise (a hold open only while it is `sending`); on
+    SQLite and on PostgreSQL (a fresh database per example)."""
     random.seed(14)
-    run_machine(sb, tmp_path)
+    run_machine(sb, tmp_path, database)

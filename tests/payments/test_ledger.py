@@ -79,7 +79,7 @@ async def _apply(db: Database, user: str, ops: list[Op], tag: str) -> None:
                     await ledger.reserve(user, "email_found", amount, ref)
                     holds.append(ref)
                 elif kind in ("commit", "release") and holds:
-                    found = await ledger._reservation(holds[pick % len(holds)])
+                    found = await ledger.reservation(holds[pick % len(holds)])
                     assert found is not None
                     if kind == "commit":
                         await ledger.commit(found, amount, f"{ref}:{len(holds)}")

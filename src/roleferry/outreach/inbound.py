@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from email.utils import parseaddr
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -52,9 +53,11 @@ async def inbound_parse(token: str, request: Request, runtime: RuntimeDep) -> di
     if "headers" not in fields and "from" not in fields:
         raise Unprocessable("an Inbound Parse post has `headers` and `from` form fields")
     recipients = " ".join([fields.get("to", ""), fields.get("cc", "")])
+    senders = {parseaddr(fields.get("from", ""))[1].lower()}
     try:
         envelope = json.loads(fields.get("envelope") or "{}")
         recipients += " " + " ".join(f"<{a}>" for a in envelope.get("to") or [])
+        senders.add(str(envelope.get("from") or "").lower())
     except (ValueError, AttributeError, TypeError):
         pass
     now = runtime.clock()
@@ -62,11 +65,22 @@ async def inbound_parse(token: str, request: Request, runtime: RuntimeDep) -> di
         enrollment_ids = set(_PLUS.findall(recipients))
         ids = message_ids(fields.get("headers", ""))
         if ids:
-            enrollment_ids |= set(
+            replied_to = set(
                 await session.scalars(
                     select(SequenceSend.enrollment_id).where(SequenceSend.message_id.in_(ids))
                 )
             )
+            if len(replied_to) > 1:
+                # One request mailed several recipients under one message id: the reply is
+                # the enrolment of the address it comes from (none, if it is from elsewhere).
+                replied_to = set(
+                    await session.scalars(
+                        select(Enrollment.id).where(
+                            Enrollment.id.in_(replied_to), Enrollment.email.in_(senders - {""})
+                        )
+                    )
+                )
+            enrollment_ids |= replied_to
         matched = list(
             await session.scalars(
                 select(Enrollment).where(Enrollment.id.in_(enrollment_ids)).order_by(Enrollment.id)

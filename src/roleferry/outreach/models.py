@@ -68,7 +68,9 @@ class UserBlock(Base):
 
 class Sender(Base):
     """A from-address on a sending domain with its daily cap, warm-up ramp and pacing.
-    `day`/`sent_today` count claims per UTC day; `next_free_at` holds the minimum gap."""
+    `day`/`sent_today` count claims per calendar day in the sender's `timezone` (a cap is
+    the sending mailbox's, so it resets at its owner's midnight, not at each recipient's);
+    `next_free_at` holds the minimum gap."""
 
     __tablename__ = "senders"
 
@@ -83,8 +85,9 @@ class Sender(Base):
     jitter_s: Mapped[float] = mapped_column(Float)
     paused: Mapped[bool] = mapped_column(default=False)
     paused_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     started_at: Mapped[float] = mapped_column(Float, doc="unix s; day 0 of the warm-up")
-    day: Mapped[int] = mapped_column(Integer, default=0, doc="UTC day number of sent_today")
+    day: Mapped[int] = mapped_column(Integer, default=0, doc="local day ordinal of sent_today")
     sent_today: Mapped[int] = mapped_column(Integer, default=0)
     next_free_at: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -124,6 +127,9 @@ class Enrollment(Base):
     contact: Mapped[dict[str, Any]] = mapped_column(JSON)
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="active")
+    waiting_for: Mapped[str | None] = mapped_column(
+        String(16), nullable=True, doc="credits or draft: why an active enrolment's step waits"
+    )
     stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -155,6 +161,13 @@ class SequenceSend(Base):
     sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     message_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    draft_id: Mapped[str | None] = mapped_column(
+        String(32), nullable=True, doc="the AI draft of this step's email, for an AI step"
+    )
+    draft_state: Mapped[str | None] = mapped_column(
+        String(16), nullable=True, doc="AI steps: pending, ready or incomplete"
+    )
+    draft_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 

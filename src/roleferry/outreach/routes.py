@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, mo
 from sqlalchemy import select
 
 from roleferry.api.deps import CurrentUser, RuntimeDep, SessionDep
+from roleferry.api.inputs import NOT_BLANK
 from roleferry.api.times import UtcDateTime, iso_z
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.errors import Conflict, NotFound, Unprocessable
@@ -36,6 +37,12 @@ def _iso(at: float | None) -> str | None:
     return None if at is None else iso_z(at)
 
 
+def iana_zone(value: str) -> str:
+    if not valid_zone(value):
+        raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/Berlin")
+    return value
+
+
 class SenderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: EmailStr = Field(description="A from-address on a sending domain.")
@@ -45,6 +52,11 @@ class SenderIn(BaseModel):
     warmup_step: int = Field(5, ge=0, le=10_000, description="More allowed each day after.")
     min_gap_s: float = Field(60.0, ge=0, le=86_400, description="Least time between two sends.")
     jitter_s: float = Field(30.0, ge=0, le=86_400, description="Random extra on top of the gap.")
+    timezone: str = Field(
+        "UTC", max_length=64, description="IANA zone whose midnight starts the cap's next day."
+    )
+
+    _zone = field_validator("timezone")(iana_zone)
 
 
 class SenderOut(BaseModel):
@@ -56,27 +68,66 @@ class SenderOut(BaseModel):
     warmup_step: int
     min_gap_s: float
     jitter_s: float
+    timezone: str
     paused: bool
     paused_reason: str | None
 
 
-class StepIn(BaseModel):
+class AiDraftIn(BaseModel):
+    """What each recipient's draft asks for; the recipient is the enrolled contact."""
+
     model_config = ConfigDict(extra="forbid")
+    role: str = Field(min_length=1, max_length=120, pattern=NOT_BLANK)
+    about: str | None = Field(None, max_length=300)
+    links: list[Annotated[str, Field(min_length=1, max_length=300, pattern=NOT_BLANK)]] = Field(
+        default_factory=list, max_length=5
+    )
+    tone: Literal["friendly", "formal", "direct"] = "friendly"
+    length: int = Field(120, ge=40, le=400, description="About this many words.")
+
+
+class StepIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["subject", "body"], "not": {"required": ["ai_draft"]}},
+                {
+                    "required": ["ai_draft"],
+                    "not": {"anyOf": [{"required": ["subject"]}, {"required": ["body"]}]},
+                },
+            ]
+        },
+    )
     delay_s: float = Field(
         0, ge=0, le=90 * 86_400, description="After the previous step (the first: enrolment)."
     )
-    subject: str = Field(min_length=1, max_length=500)
-    body: str = Field(min_length=1, max_length=50_000)
+    subject: str | None = Field(None, min_length=1, max_length=500)
+    body: str | None = Field(None, min_length=1, max_length=50_000)
+    ai_draft: AiDraftIn | None = Field(
+        None,
+        description="Instead of subject and body: an AI draft per recipient, written at "
+        "enrolment and editable (PATCH /api/v1/drafts/{id}) until the step goes.",
+    )
 
     @field_validator("subject", "body")
     @classmethod
-    def _known_variables(cls, value: str) -> str:
-        unknown = service.unknown_variables(value)
+    def _known_variables(cls, value: str | None) -> str | None:
+        unknown = service.unknown_variables(value or "")
         if unknown:
             raise ValueError(
                 f"unknown variables {unknown}; use {list(service.VARIABLES)} as {{{{name}}}}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> StepIn:
+        templated = self.subject is not None and self.body is not None
+        if templated == (self.ai_draft is not None) or (
+            self.ai_draft is not None and (self.subject or self.body)
+        ):
+            raise ValueError("give a step either subject and body, or ai_draft")
+        return self
 
 
 class WindowIn(BaseModel):
@@ -106,12 +157,7 @@ class SequenceIn(BaseModel):
     )
     domain_hourly_limit: int = Field(20, ge=1, le=10_000)
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        if not valid_zone(value):
-            raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/Berlin")
-        return value
+    _zone = field_validator("timezone")(iana_zone)
 
 
 class SequenceOut(BaseModel):
@@ -171,6 +217,10 @@ class EnrollmentOut(BaseModel):
     run_id: str
     email: str
     status: str
+    waiting_for: str | None = Field(
+        description="credits (buy some and it goes on) or draft (its AI draft is not written "
+        "yet, or needs your edit): why an active enrolment's next step waits."
+    )
     stop_reason: str | None
     finished_at: UtcDateTime | None
     steps: list[dict[str, Any]] | None = None
@@ -231,7 +281,7 @@ async def create_sequence(body: SequenceIn, user: CurrentUser, runtime: RuntimeD
         user_id=user.id,
         name=body.name,
         sender_id=body.sender_id,
-        steps=[s.model_dump() for s in body.steps],
+        steps=[s.model_dump(exclude_none=True) for s in body.steps],
         window=body.window.model_dump(),
         timezone=body.timezone,
         stop_on=body.stop_on,
@@ -377,6 +427,7 @@ def _enrollment_out(e: Enrollment) -> EnrollmentOut:
         run_id=e.run_id,
         email=e.email,
         status=e.status,
+        waiting_for=e.waiting_for,
         stop_reason=e.stop_reason,
         finished_at=e.finished_at,
     )
@@ -436,6 +487,8 @@ async def get_enrollment(
             "sent_at": _iso(s.sent_at),
             "message_id": s.message_id,
             "outcome": s.outcome,
+            "draft_id": s.draft_id,
+            "draft_state": s.draft_state,
         }
         for s in sends
     ]

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.notifications.models import Notification
+from roleferry.outreach import billing
 from roleferry.outreach.models import (
     Enrollment,
     SequenceDef,
@@ -51,6 +52,11 @@ def can_move(source: str, target: str) -> bool:
 
 def unknown_variables(template: str) -> list[str]:
     return sorted({v for v in _VARIABLE.findall(template) if v not in VARIABLES})
+
+
+def variables(template: str) -> list[str]:
+    """The known variables a template uses, each once."""
+    return sorted({v for v in _VARIABLE.findall(template) if v in VARIABLES})
 
 
 def render(template: str, contact: dict[str, Any]) -> str:
@@ -177,6 +183,7 @@ async def mark_sent(
         return False
     send.state = "sent"
     send.sent_at = at
+    await billing.spend(session, send)
     send.message_id = message_id or send.message_id
     note(session, send.enrollment_id, "sent", at, send.step, send.message_id)
     enrollment = await session.get(Enrollment, send.enrollment_id)
@@ -264,10 +271,16 @@ async def enroll(
     rejected = list(rejected)
     seen: set[str] = set()
     enrollments: list[Enrollment] = []
+    drafted = {n for n, step in enumerate(sequence.steps) if "ai_draft" in step}
     for contact in contacts:
         email = str(contact["email"]).strip().lower()
         if email in active or email in seen:
             rejected.append({"email": email, "reason": "already enrolled in this sequence"})
+            continue
+        if drafted and not (contact.get("first_name") or contact.get("last_name")):
+            rejected.append(
+                {"email": email, "reason": "an AI-drafted step needs first_name or last_name"}
+            )
             continue
         seen.add(email)
         details = {k: v for k, v in contact.items() if k not in ("email", "timezone")}
@@ -295,6 +308,7 @@ async def enroll(
                 email=enrollment.email,
                 domain=domain,
                 due_at=first_due if number == 0 else None,
+                draft_state="pending" if number in drafted else None,
             )
             for number in range(len(sequence.steps))
         )

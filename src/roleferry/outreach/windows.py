@@ -42,3 +42,15 @@ def next_open(now: float, window: dict[str, object], tz: str) -> float:
         if now < closes:
             return max(now, opens)
     raise ValueError("the send window has no open day")
+
+
+def local_day(now: float, tz: str) -> int:
+    """The calendar day (proleptic ordinal) `now` falls on in `tz`."""
+    return datetime.fromtimestamp(now, UTC).astimezone(zone(tz)).date().toordinal()
+
+
+def next_midnight(now: float, tz: str) -> float:
+    """The unix time the next calendar day starts in `tz` (23 or 25 hours away across DST)."""
+    zi = zone(tz)
+    tomorrow = datetime.fromtimestamp(now, UTC).astimezone(zi).date() + timedelta(days=1)
+    return datetime.combine(tomorrow, time(0), zi).timestamp()

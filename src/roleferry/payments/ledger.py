@@ -196,7 +196,7 @@ class Ledger:
         self, user_id: str, kind: str, credits: int, reference: str
     ) -> CreditReservation:
         """Holds `credits` for a piece of work; the same reference returns the same hold."""
-        existing = await self._reservation(reference)
+        existing = await self.reservation(reference)
         if existing is not None:
             return existing
         await self.post(
@@ -218,7 +218,7 @@ class Ledger:
             )
             .on_conflict_do_nothing(index_elements=["reference"])
         )
-        found = await self._reservation(reference)
+        found = await self.reservation(reference)
         assert found is not None
         return found
 
@@ -261,7 +261,8 @@ class Ledger:
         await self.session.flush()
         return rest
 
-    async def _reservation(self, reference: str) -> CreditReservation | None:
+    async def reservation(self, reference: str) -> CreditReservation | None:
+        """The hold made under `reference` (open or closed), if any."""
         found: CreditReservation | None = await self.session.scalar(
             select(CreditReservation).where(CreditReservation.reference == reference)
         )

@@ -31,6 +31,7 @@ from roleferry.webhooks.inbox import SENDGRID_TYPES
 MAX_RECIPIENTS = 1000
 MAX_MESSAGE_BYTES = 30 * 1024 * 1024
 MAX_CUSTOM_ARGS_BYTES = 10_000
+MAX_SUBSTITUTIONS_BYTES = 10_000
 MAX_SEND_AHEAD_S = 72 * 3600
 BATCH_MAX_BYTES = 768 * 1024
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -241,6 +242,17 @@ def _validate_mail(body: dict[str, Any], now: float) -> list[dict[str, Any]]:
                     )
         if isinstance(item.get("custom_args"), dict):
             _check_custom_args(item["custom_args"], f"personalizations.{i}.custom_args", problem)
+        substitutions = item.get("substitutions")
+        if substitutions is not None and (
+            not isinstance(substitutions, dict)
+            or not all(isinstance(v, str) for v in substitutions.values())
+            or len(json.dumps(substitutions).encode()) > MAX_SUBSTITUTIONS_BYTES
+        ):
+            problem(
+                f"personalizations.{i}.substitutions",
+                "Substitutions must be string values totalling at most 10,000 bytes.",
+                "message.personalizations.substitutions",
+            )
         send_at = item.get("send_at")
         if send_at is not None and (
             not isinstance(send_at, int) or send_at > now + MAX_SEND_AHEAD_S
@@ -428,6 +440,14 @@ def schedule_events(
                 state.messages.setdefault(message_id, []).append(
                     {"email": email, "sg_message_id": sg_message_id}
                 )
+                text = next(
+                    (
+                        c.get("value")
+                        for c in body.get("content") or []
+                        if c.get("type") == "text/plain"
+                    ),
+                    None,
+                )
                 state.mail.append(
                     {
                         "message_id": message_id,
@@ -435,13 +455,21 @@ def schedule_events(
                         "email": email,
                         "from": (body.get("from") or {}).get("email"),
                         "reply_to": (body.get("reply_to") or {}).get("email"),
-                        "subject": item.get("subject") or body.get("subject"),
+                        "subject": _substitute(item.get("subject") or body.get("subject"), item),
+                        "body": _substitute(text, item),
                         "custom_args": args,
                         "headers": {**(body.get("headers") or {}), **(item.get("headers") or {})},
                         "send_at": start,
                         "accepted_at": now,
                     }
                 )
+
+
+def _substitute(text: str | None, personalization: dict[str, Any]) -> str | None:
+    """SendGrid's legacy substitutions: each key replaced by its value in this copy."""
+    for key, value in (personalization.get("substitutions") or {}).items():
+        text = None if text is None else text.replace(key, value)
+    return text
 
 
 def _story(
