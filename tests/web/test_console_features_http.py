@@ -129,7 +129,8 @@ def test_a_draft_from_the_form_streams_opens_saves_an_edit_and_is_yours(
     ).json()
     assert (stored["edited_subject"], stored["edited_body"]) == ("Hello", "My edit")
     listed = client.get("/drafts").text
-    assert draft_id in listed and "Hello" in listed
+    assert draft_id in listed
+    assert "Hello" in listed
     blank = client.post(
         f"/drafts/{draft_id}",
         data={"csrf_token": csrf, "subject": " ", "body": ""},
@@ -267,4 +268,5 @@ def test_credits_are_bought_through_checkout_and_confirmed_on_return(live: LiveS
         "/credits/checkout", data={**form, "pack": "huge"}, headers={"HX-Request": "true"}
     )
     assert missing.status_code == 404
-    assert "small" in missing.text and "no pack" in missing.text
+    assert "small" in missing.text
+    assert "no pack" in missing.text
