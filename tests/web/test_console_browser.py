@@ -194,7 +194,8 @@ def test_search_by_keyboard_shows_the_indicator_then_people_and_attempts(
     page: Any, server: LiveServer
 ) -> None:
     """Keyboard only: the loading indicator shows at once, then people with source,
-    confidence and verification, and the attempts behind them; "Enrich" on a person answers."""
+    confidence and verification, and the attempts behind them; "Enrich" on a person answers;
+    "Draft" opens the draft form filled in with the person, and "Enrol" is offered."""
     server.control("apollo", latency_ms=700)
     sign_in_local(page)
     page.goto("/search")
@@ -216,6 +217,13 @@ def test_search_by_keyboard_shows_the_indicator_then_people_and_attempts(
     page.locator("#people tbody tr").first.get_by_role("button", name=re.compile("^Enrich")).click()
     expect(page.locator("#enrich-1")).to_contain_text(re.compile(r"@|No email found"))
     check_a11y(page, "search")
+    enrol = page.locator("#people").get_by_role("link", name=re.compile("^Enrol .* in a sequence"))
+    expect(enrol.first).to_be_visible()
+    first = page.locator("#people tbody tr").first
+    first.get_by_role("link", name=re.compile("^Draft an email to")).click()
+    page.wait_for_url("**/drafts?*")
+    expect(page.get_by_label("Company domain")).to_have_value(TARGET.domain)
+    assert page.get_by_label("Name").input_value(), "the person's name is filled in"
 
 
 def test_upload_by_drop_and_watch_progress_reach_done(page: Any, server: LiveServer) -> None:

@@ -146,6 +146,9 @@ def test_a_draft_from_the_form_streams_opens_saves_an_edit_and_is_yours(
     assert "Draft not found" in other.get(f"/drafts/{draft_id}").text
     assert draft_id not in other.get("/drafts").text
     assert "No drafts yet" in other.get("/drafts").text
+    broken = other.get("/drafts", params={"before": draft_id}).text
+    assert "This page could not load its data" in broken, "a cursor of someone else's draft"
+    assert "reload this page</a> to retry" in broken
 
 
 def test_a_sequence_from_the_forms_enrols_contacts_and_acts_on_them(live: LiveServer) -> None:
@@ -182,6 +185,10 @@ def test_a_sequence_from_the_forms_enrols_contacts_and_acts_on_them(live: LiveSe
     )
     assert made.status_code == 303, made.text
     sequence_path = made.headers["location"]
+    paused = client.post("/senders/" + sender_id.group(1) + "/pause", data={"csrf_token": csrf})
+    assert "paused</span> by user" in paused.text
+    resumed = client.post("/senders/" + sender_id.group(1) + "/resume", data={"csrf_token": csrf})
+    assert "sending</span>" in resumed.text
     unknown = client.post(
         "/sequences",
         data={
@@ -214,6 +221,13 @@ def test_a_sequence_from_the_forms_enrols_contacts_and_acts_on_them(live: LiveSe
     ended = client.post(f"{path}/pause", data={"csrf_token": csrf}, headers={"HX-Request": "1"})
     assert ended.status_code == 409
     assert "has ended" in ended.text
+    notes = client.get("/notifications").text
+    note_id = re.search(r'/notifications/(\d+)/open"[^>]*>.*Your sequence run finished', notes)
+    assert note_id is not None, "the run ended with its only enrolment"
+    opened = client.post(
+        f"/notifications/{note_id.group(1)}/open", data={"csrf_token": csrf}, follow_redirects=False
+    )
+    assert opened.headers["location"].startswith(f"{sequence_path}?run=run_")
     _other_key, other, _ = user(live)
     assert other.get(sequence_path).status_code == 404
     assert other.get(path).status_code == 404
