@@ -228,6 +228,8 @@ def test_a_sequence_from_the_forms_enrols_contacts_and_acts_on_them(live: LiveSe
         f"/notifications/{note_id.group(1)}/open", data={"csrf_token": csrf}, follow_redirects=False
     )
     assert opened.headers["location"].startswith(f"{sequence_path}?run=run_")
+    assert 'href="/enrollments/' not in client.get(sequence_path, params={"status": "paused"}).text
+    assert f'href="{path}"' in client.get(sequence_path, params={"status": "cancelled"}).text
     _other_key, other, _ = user(live)
     assert other.get(sequence_path).status_code == 404
     assert other.get(path).status_code == 404
@@ -284,3 +286,42 @@ def test_credits_are_bought_through_checkout_and_confirmed_on_return(live: LiveS
     assert missing.status_code == 404
     assert "small" in missing.text
     assert "no pack" in missing.text
+
+
+def test_search_refresh_asks_the_providers_again(live: LiveServer) -> None:
+    """The same search comes from the cache; with "Refresh" ticked, from the providers."""
+    _key, client, csrf = user(live)
+    form = {"csrf_token": csrf, "domain": "acme.com", "titles": "VP"}
+    hx = {"HX-Request": "true"}
+    assert "Fresh from the providers" in client.post("/search", data=form, headers=hx).text
+    assert "From the cache" in client.post("/search", data=form, headers=hx).text
+    calls = live.calls("apollo")
+    fresh = client.post("/search", data={**form, "refresh": "1"}, headers=hx).text
+    assert "Fresh from the providers" in fresh
+    assert live.calls("apollo") > calls
+
+
+def test_a_sequences_enrolments_come_a_page_at_a_time(live: LiveServer) -> None:
+    """100 enrolments a page; "Next" carries the filter and the last one shown."""
+    key, client, csrf = user(live)
+    auth = {"Authorization": f"Bearer {key}"}
+    sender = httpx.post(
+        f"{live.url}/api/v1/senders", json={"email": "me@rf-send-01.com"}, headers=auth
+    ).json()
+    sequence = httpx.post(
+        f"{live.url}/api/v1/sequences",
+        json={"name": "s", "sender_id": sender["id"], "steps": [{"subject": "S", "body": "B"}]},
+        headers=auth,
+    ).json()
+    # A paused sender sends nothing: every enrolment stays active, whatever the time.
+    httpx.post(f"{live.url}/api/v1/senders/{sender['id']}/pause", headers=auth)
+    csv = "email\n" + "".join(f"p{i:03d}@example.org\n" for i in range(101))
+    path = f"/sequences/{sequence['id']}"
+    client.post(f"{path}/enrollments", data={"csrf_token": csrf, "contacts": csv})
+    first = client.get(path, params={"status": "active"}).text
+    assert first.count('href="/enrollments/') == 100
+    after = re.search(r'href="[^"?]+\?status=active&amp;after=(enr_\w+)">Next 100<', first)
+    assert after is not None
+    second = client.get(path, params={"status": "active", "after": after.group(1)}).text
+    assert second.count('href="/enrollments/') == 1
+    assert "Next 100" not in second

@@ -37,7 +37,7 @@ async def search(
         "domain": domain,
         "titles": [t.strip() for t in titles.split(",") if t.strip()],
     }
-    if refresh and "refresh" in SearchRequest.model_fields:
+    if refresh:
         body["refresh"] = True
     try:
         query = SearchRequest.model_validate(body)

@@ -21,7 +21,7 @@ from roleferry.web.session import Console, ConsoleSession, CsrfConsole
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 STEPS_OFFERED = 3
-ENROLLMENTS_SHOWN = 200
+ENROLLMENTS_SHOWN = 100
 ENROLL_COLUMNS = ("email", "first_name", "last_name", "company", "title")
 router = APIRouter(include_in_schema=False)
 
@@ -158,6 +158,7 @@ async def sequence_page(
     runtime: RuntimeDep,
     run: Annotated[str | None, Query(max_length=32)] = None,
     status: Annotated[str, Query(max_length=16)] = "",
+    after: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     try:
         sequence = await outreach_api.get_sequence(sequence_id, console.user, session)
@@ -167,9 +168,9 @@ async def sequence_page(
     context: dict[str, Any] = {
         **_person(request),
         "sequence": sequence,
-        "status": status,
+        "after": after,
         "days": DAYS,
-        **await _enrollments(request, console, session, sequence_id, status),
+        **await _enrollments(request, console, session, sequence_id, status, after),
     }
     try:
         context["jobs"] = (
@@ -182,8 +183,14 @@ async def sequence_page(
 
 
 async def _enrollments(
-    request: Request, console: ConsoleSession, session: SessionDep, sequence_id: str, status: str
+    request: Request,
+    console: ConsoleSession,
+    session: SessionDep,
+    sequence_id: str,
+    status: str,
+    after: str | None,
 ) -> dict[str, Any]:
+    """A page of the sequence's enrolments; `next_after` pages on."""
     try:
         rows = await outreach_api.list_enrollments(
             request,
@@ -191,9 +198,11 @@ async def _enrollments(
             session,
             sequence_id=sequence_id,
             status_=status or None,
+            after=after,
             limit=ENROLLMENTS_SHOWN,
         )
-        return {"enrollments": rows, "problem": None}
+        more = rows[-1].id if len(rows) == ENROLLMENTS_SHOWN else None
+        return {"enrollments": rows, "next_after": more, "status": status, "problem": None}
     except Exception as exc:
         return {"enrollments": [], "problem": problem_of(exc)}
 
@@ -205,9 +214,10 @@ async def enrollments_table(
     console: Console,
     session: SessionDep,
     status: Annotated[str, Query(max_length=16)] = "",
+    after: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Response:
     """The live part of a sequence's page, polled by htmx."""
-    context = await _enrollments(request, console, session, sequence_id, status)
+    context = await _enrollments(request, console, session, sequence_id, status, after)
     return fragment(request, "_enrollments.html", {**context, "path": f"/sequences/{sequence_id}"})
 
 
