@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from roleferry.sandbox.world import World
 from tests.support.live_server import LiveServer, live_server
 
 PAGES = ("/drafts", "/drafts/drf_x", "/sequences", "/sequences/seq_x", "/enrollments/enr_x")
@@ -325,3 +326,43 @@ def test_a_sequences_enrolments_come_a_page_at_a_time(live: LiveServer) -> None:
     second = client.get(path, params={"status": "active", "after": after.group(1)}).text
     assert second.count('href="/enrollments/') == 1
     assert "Next 100" not in second
+
+
+def test_enrol_the_contacts_an_enrichment_job_found(live: LiveServer) -> None:
+    """The enrol form's job choice sends the API's `enrichment_job_id`: the job's found
+    contacts are enrolled."""
+    key, client, csrf = user(live)
+    auth = {"Authorization": f"Bearer {key}"}
+    people = [(p, c.domain) for c in World(7).companies[:3] for p in c.people][:4]
+    contacts = [
+        {"first_name": p.first_name, "last_name": p.last_name, "domain": domain}
+        for p, domain in people
+    ]
+    job = httpx.post(
+        f"{live.url}/api/v1/enrichment-jobs", json={"contacts": contacts}, headers=auth
+    ).json()
+    path = f"{live.url}/api/v1/enrichment-jobs/{job['id']}"
+
+    def finished() -> dict[str, Any] | None:
+        got: dict[str, Any] = httpx.get(path, headers=auth).json()
+        return None if got["status"] in ("queued", "running") else got
+
+    done = wait_for(finished, 60)
+    assert done["found"] > 0
+    sender = httpx.post(
+        f"{live.url}/api/v1/senders", json={"email": "me@rf-send-01.com"}, headers=auth
+    ).json()
+    httpx.post(f"{live.url}/api/v1/senders/{sender['id']}/pause", headers=auth)
+    sequence = httpx.post(
+        f"{live.url}/api/v1/sequences",
+        json={"name": "s", "sender_id": sender["id"], "steps": [{"subject": "S", "body": "B"}]},
+        headers=auth,
+    ).json()
+    form = client.get(f"/sequences/{sequence['id']}").text
+    assert f'<option value="{job["id"]}">' in form
+    enrolled = client.post(
+        f"/sequences/{sequence['id']}/enrollments",
+        data={"csrf_token": csrf, "enrichment_job_id": job["id"]},
+    )
+    noun = "contact" if done["found"] == 1 else "contacts"
+    assert f"Enrolled {done['found']} {noun}" in enrolled.text
