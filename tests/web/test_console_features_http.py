@@ -69,6 +69,22 @@ def user(live: LiveServer) -> tuple[str, httpx.Client, str]:
     return (key, *signed_in(live, key))
 
 
+def held_sequence(live: LiveServer, key: str) -> dict[str, Any]:
+    """A one-step sequence through the API, from a paused sender: nothing is sent, so every
+    enrolment stays active whatever the time."""
+    auth = {"Authorization": f"Bearer {key}"}
+    sender = httpx.post(
+        f"{live.url}/api/v1/senders", json={"email": "me@rf-send-01.com"}, headers=auth
+    ).json()
+    httpx.post(f"{live.url}/api/v1/senders/{sender['id']}/pause", headers=auth)
+    sequence: dict[str, Any] = httpx.post(
+        f"{live.url}/api/v1/sequences",
+        json={"name": "s1", "sender_id": sender["id"], "steps": [{"subject": "S", "body": "B"}]},
+        headers=auth,
+    ).json()
+    return sequence
+
+
 def wait_for(check: Callable[[], Any], seconds: float = 20) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -234,6 +250,8 @@ def test_a_sequence_from_the_forms_enrols_contacts_and_acts_on_them(live: LiveSe
     _other_key, other, _ = user(live)
     assert other.get(sequence_path).status_code == 404
     assert other.get(path).status_code == 404
+    assert "Enrolment not found" in other.get(path).text
+    assert "Sequence not found" in other.get(sequence_path).text
     assert "intro" not in other.get("/sequences").text
 
 
@@ -242,14 +260,7 @@ def test_enrol_from_search_prefills_the_chosen_sequence(live: LiveServer) -> Non
     the person's CSV row ready."""
     key, client, _csrf = user(live)
     auth = {"Authorization": f"Bearer {key}"}
-    sender = httpx.post(
-        f"{live.url}/api/v1/senders", json={"email": "me@rf-send-01.com"}, headers=auth
-    ).json()
-    sequence = httpx.post(
-        f"{live.url}/api/v1/sequences",
-        json={"name": "s1", "sender_id": sender["id"], "steps": [{"subject": "S", "body": "B"}]},
-        headers=auth,
-    ).json()
+    sequence = held_sequence(live, key)
     listed = httpx.get(f"{live.url}/api/v1/sequences", headers=auth).json()
     assert [s["id"] for s in listed] == [sequence["id"]]
     person = {"email": "ada@acme.com", "first_name": "Ada", "last_name": "L", "company": "acme.com"}
@@ -305,17 +316,7 @@ def test_search_refresh_asks_the_providers_again(live: LiveServer) -> None:
 def test_a_sequences_enrolments_come_a_page_at_a_time(live: LiveServer) -> None:
     """100 enrolments a page; "Next" carries the filter and the last one shown."""
     key, client, csrf = user(live)
-    auth = {"Authorization": f"Bearer {key}"}
-    sender = httpx.post(
-        f"{live.url}/api/v1/senders", json={"email": "me@rf-send-01.com"}, headers=auth
-    ).json()
-    sequence = httpx.post(
-        f"{live.url}/api/v1/sequences",
-        json={"name": "s", "sender_id": sender["id"], "steps": [{"subject": "S", "body": "B"}]},
-        headers=auth,
-    ).json()
-    # A paused sender sends nothing: every enrolment stays active, whatever the time.
-    httpx.post(f"{live.url}/api/v1/senders/{sender['id']}/pause", headers=auth)
+    sequence = held_sequence(live, key)
     csv = "email\n" + "".join(f"p{i:03d}@example.org\n" for i in range(101))
     path = f"/sequences/{sequence['id']}"
     client.post(f"{path}/enrollments", data={"csrf_token": csrf, "contacts": csv})
@@ -349,15 +350,7 @@ def test_enrol_the_contacts_an_enrichment_job_found(live: LiveServer) -> None:
 
     done = wait_for(finished, 60)
     assert done["found"] > 0
-    sender = httpx.post(
-        f"{live.url}/api/v1/senders", json={"email": "me@rf-send-01.com"}, headers=auth
-    ).json()
-    httpx.post(f"{live.url}/api/v1/senders/{sender['id']}/pause", headers=auth)
-    sequence = httpx.post(
-        f"{live.url}/api/v1/sequences",
-        json={"name": "s", "sender_id": sender["id"], "steps": [{"subject": "S", "body": "B"}]},
-        headers=auth,
-    ).json()
+    sequence = held_sequence(live, key)
     form = client.get(f"/sequences/{sequence['id']}").text
     assert f'<option value="{job["id"]}">' in form
     enrolled = client.post(

@@ -272,7 +272,7 @@ async def enrollment_page(
     try:
         enrollment = await outreach_api.get_enrollment(enrollment_id, console.user, session)
     except ApiError as exc:
-        missing = {"enrollment": None, "problem": exc.message}
+        missing = {"enrollment": None, "problem": exc.message, "not_found": exc.status_code == 404}
         return await page(request, console, "enrollment.html", missing, exc.status_code, session)
     context = {"enrollment": enrollment}
     if request.headers.get("hx-request"):
