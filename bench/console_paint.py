@@ -1,6 +1,7 @@
 """First paint of each console page, on the embedded default (SQLite) with 10,000 enrichment jobs
-(the newest of them with 10,000 rows) and 100,000 webhook events stored, against a running
-`roleferry serve`, measured in Debian's chromium through Playwright.
+(the newest of them with 10,000 rows) and 100,000 webhook events stored, and for the Drafts,
+Sequences and Credits pages 10,000 drafts, a sequence with 10,000 enrolments and 10,000 ledger
+entries, against a running `roleferry serve`, measured in Debian's chromium through Playwright.
 
 Each page is loaded `--loads` times after one warm-up load; printed: the median and worst
 `first-contentful-paint` per page (the browser's own figure, from navigation start, so it holds
@@ -21,14 +22,18 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import create_engine, insert, select
 
 from _serve import roleferry_server
+from roleferry.drafting.models import Draft
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.notifications.models import Notification
+from roleferry.outreach.models import Enrollment, Sender, SequenceDef, SequenceSend, TimelineEntry
+from roleferry.payments.models import CreditEntry, CreditPosting
 from roleferry.users.models import User
 from roleferry.webhooks.models import WebhookEvent
 
 JOBS = 10_000
 ROWS = 10_000
 EVENTS = 100_000
+FEATURE_ROWS = 10_000
 BUDGET_MS = 200.0
 CHROMIUM_ARGS = [
     "--headless",
@@ -119,6 +124,131 @@ def seed(database: str) -> str:
     return newest
 
 
+def seed_features(database: str) -> tuple[str, str, str]:
+    """Stores drafts, a sender and a sequence with its enrolments (one with a timeline), and
+    ledger entries for the user; returns a draft's, the sequence's and an enrolment's ids."""
+    engine = create_engine(database)
+    start = datetime.now(UTC) - timedelta(days=30)
+    now = time.time()
+    with engine.begin() as conn:
+        user_id = conn.execute(select(User.id)).scalar_one()
+        ask = {"recipient": {"name": "Jane Doe", "company": "Acme"}, "aim": {"role": "PM"}}
+        conn.execute(
+            insert(Draft),
+            [
+                {
+                    "id": f"drf_bench{i:06d}",
+                    "user_id": user_id,
+                    "status": "complete",
+                    "source": "model",
+                    "model": "bench",
+                    "request": ask,
+                    "subject": f"Subject {i}",
+                    "body": "Hello " * 80,
+                    "created_at": start + timedelta(minutes=i),
+                    "updated_at": start + timedelta(minutes=i),
+                }
+                for i in range(FEATURE_ROWS)
+            ],
+        )
+        conn.execute(
+            insert(Sender),
+            [
+                {
+                    "id": "sdr_bench",
+                    "user_id": user_id,
+                    "email": "me@rf-send-01.com",
+                    "daily_cap": 50,
+                    "warmup_start": 10,
+                    "warmup_step": 5,
+                    "min_gap_s": 60.0,
+                    "jitter_s": 30.0,
+                    "started_at": now,
+                }
+            ],
+        )
+        step = {"delay_s": 0, "subject": "Hi {{first_name}}", "body": "Hello"}
+        window = {"days": [0, 1, 2, 3, 4], "start_hour": 9, "end_hour": 17}
+        conn.execute(
+            insert(SequenceDef),
+            [
+                {
+                    "id": "seq_bench",
+                    "user_id": user_id,
+                    "name": "bench",
+                    "sender_id": "sdr_bench",
+                    "steps": [step, {**step, "delay_s": 86_400}],
+                    "window": window,
+                    "timezone": "UTC",
+                    "stop_on": ["reply", "bounce", "unsubscribe", "spam_report"],
+                    "domain_hourly_limit": 20,
+                }
+            ],
+        )
+        conn.execute(
+            insert(Enrollment),
+            [
+                {
+                    "id": f"enr_bench{i:06d}",
+                    "user_id": user_id,
+                    "sequence_id": "seq_bench",
+                    "run_id": "run_bench",
+                    "email": f"p{i}@acme.com",
+                    "contact": {"email": f"p{i}@acme.com"},
+                    "status": "active",
+                }
+                for i in range(FEATURE_ROWS)
+            ],
+        )
+        enrollment = "enr_bench000000"
+        conn.execute(
+            insert(SequenceSend),
+            [
+                {
+                    "enrollment_id": enrollment,
+                    "user_id": user_id,
+                    "sender_id": "sdr_bench",
+                    "step": n,
+                    "email": "p0@acme.com",
+                    "domain": "acme.com",
+                    "state": "sent" if n == 0 else "scheduled",
+                    "due_at": now,
+                    "sent_at": now if n == 0 else None,
+                }
+                for n in range(2)
+            ],
+        )
+        kinds = ("scheduled", "sending", "sent", "processed", "delivered", "open")
+        conn.execute(
+            insert(TimelineEntry),
+            [{"enrollment_id": enrollment, "step": 0, "kind": k, "at": now} for k in kinds],
+        )
+        conn.execute(
+            insert(CreditEntry),
+            [
+                {
+                    "id": i + 1_000_000,
+                    "user_id": user_id,
+                    "delta": -1,
+                    "reason": "email_found",
+                    "reference": f"bench:{i}",
+                    "created_at": start + timedelta(minutes=i),
+                }
+                for i in range(FEATURE_ROWS)
+            ],
+        )
+        conn.execute(
+            insert(CreditPosting),
+            [
+                {"entry_id": i + 1_000_000, "account": account, "amount": amount}
+                for i in range(FEATURE_ROWS)
+                for account, amount in ((f"user:{user_id}:available", -1), ("revenue", 1))
+            ],
+        )
+    engine.dispose()
+    return "drf_bench000000", "seq_bench", enrollment
+
+
 def first_paint(page: Any, url: str) -> float:
     page.goto(url, wait_until="load")
     value = page.evaluate(
@@ -140,8 +270,10 @@ def main() -> None:
     with roleferry_server({}) as (url, key, data):
         began = time.monotonic()
         newest = seed(f"sqlite:///{data}/rf.sqlite")
+        draft, sequence, enrollment = seed_features(f"sqlite:///{data}/rf.sqlite")
         print(
-            f"stored {JOBS:,} jobs, {ROWS:,} rows of {newest}, {EVENTS:,} webhook events "
+            f"stored {JOBS:,} jobs, {ROWS:,} rows of {newest}, {EVENTS:,} webhook events, "
+            f"{FEATURE_ROWS:,} drafts, enrolments and ledger entries "
             f"in {time.monotonic() - began:.1f} s"
         )
         pages = {
@@ -154,6 +286,12 @@ def main() -> None:
             "webhook log": "/admin/webhooks",
             "webhook log, filtered": "/admin/webhooks?status=failed&q=p4",
             "webhook event": "/admin/webhooks/50001",
+            "drafts": "/drafts",
+            "a draft": f"/drafts/{draft}",
+            "sequences": "/sequences",
+            "a sequence": f"/sequences/{sequence}",
+            "an enrolment": f"/enrollments/{enrollment}",
+            "credits": "/credits",
         }
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

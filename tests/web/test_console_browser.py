@@ -30,6 +30,9 @@ from tests.support.live_server import LiveServer, live_server
 playwright_api = pytest.importorskip("playwright.sync_api")
 Browser, Page = playwright_api.Browser, playwright_api.Page
 expect = playwright_api.expect
+# A busy 2-core machine (other builds at once) can take more than expect's default 5 s for
+# a page's answer; a state that never comes still fails.
+expect.set_options(timeout=15_000)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -77,7 +80,11 @@ def _create(live: LiveServer, email: str, *, admin: bool) -> str:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The app on the embedded default, with a local admin whose key `serve` would have saved."""
     with live_server(
-        tmp_path_factory.mktemp("console"), breaker_open_s=60, attempt_timeout_s=1.0
+        tmp_path_factory.mktemp("console"),
+        breaker_open_s=60,
+        attempt_timeout_s=1.0,
+        sequence_tick_s=0.2,
+        stripe_rate_limit="1000/1",
     ) as live:
         admin_key = _create(live, "local@roleferry.localhost", admin=True)
         (live.runtime.settings.data_dir / KEY_FILE).write_text(admin_key + "\n")
@@ -190,7 +197,8 @@ def test_search_by_keyboard_shows_the_indicator_then_people_and_attempts(
     page: Any, server: LiveServer
 ) -> None:
     """Keyboard only: the loading indicator shows at once, then people with source,
-    confidence and verification, and the attempts behind them; "Enrich" on a person answers."""
+    confidence and verification, and the attempts behind them; "Enrich" on a person answers;
+    "Draft" opens the draft form filled in with the person, and "Enrol" is offered."""
     server.control("apollo", latency_ms=700)
     sign_in_local(page)
     page.goto("/search")
@@ -212,6 +220,13 @@ def test_search_by_keyboard_shows_the_indicator_then_people_and_attempts(
     page.locator("#people tbody tr").first.get_by_role("button", name=re.compile("^Enrich")).click()
     expect(page.locator("#enrich-1")).to_contain_text(re.compile(r"@|No email found"))
     check_a11y(page, "search")
+    enrol = page.locator("#people").get_by_role("link", name=re.compile("^Enrol .* in a sequence"))
+    expect(enrol.first).to_be_visible()
+    first = page.locator("#people tbody tr").first
+    first.get_by_role("link", name=re.compile("^Draft an email to")).click()
+    page.wait_for_url("**/drafts?*")
+    expect(page.get_by_label("Company domain")).to_have_value(TARGET.domain)
+    assert page.get_by_label("Name").input_value(), "the person's name is filled in"
 
 
 def test_upload_by_drop_and_watch_progress_reach_done(page: Any, server: LiveServer) -> None:
@@ -368,3 +383,102 @@ def test_another_users_job_url_is_not_found(page: Any, server: LiveServer) -> No
     assert answer is not None
     assert answer.status == 404
     expect(page.get_by_role("heading", name="Job not found")).to_be_visible()
+
+
+def test_a_draft_streams_in_breaks_continues_and_is_edited(page: Any, server: LiveServer) -> None:
+    """The text shows as it streams (seen while the model pauses); a broken stream leaves an
+    incomplete draft that "Continue" finishes; the edit is saved."""
+    server.control(
+        "anthropic", stream_faults=[{"kind": "stall", "after_tokens": 6, "seconds": 2.0}]
+    )
+    sign_in_local(page)
+    page.get_by_role("link", name="Drafts").click()
+    expect(page.get_by_role("heading", name="Drafts", exact=True)).to_be_visible()
+    expect(page.locator("#drafts")).to_contain_text("No drafts yet")
+    check_a11y(page, "drafts")
+    page.get_by_label("Name").fill("Jane Doe")
+    page.get_by_label("Company", exact=True).fill("Acme")
+    page.get_by_label("The role you want").fill("Product Manager")
+    page.get_by_role("button", name="Write draft").click()
+    expect(page.locator("#draft-state")).to_contain_text("Writing")
+    expect(page.locator("#draft-stream")).not_to_be_empty()
+    assert int(page.locator("#draft-stream").get_attribute("data-deltas") or 0) > 1
+    expect(page.locator("#draft-status")).to_have_text("incomplete", timeout=20_000)
+    partial = page.locator("#draft-partial").inner_text()
+    assert partial, "the text so far is kept"
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("#draft-status")).to_have_text("complete", timeout=20_000)
+    assert page.locator("#draft-stream").inner_text(), "the continuation streamed in"
+    page.get_by_label("Body").fill("Dear Jane, my own words.")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    page.goto(page.url.split("?")[0])
+    draft_link = page.locator("#drafts tbody a").first
+    draft_link.click()
+    expect(page.get_by_label("Body")).to_have_value("Dear Jane, my own words.")
+    check_a11y(page, "draft")
+
+
+def test_a_sequence_is_created_enrolled_and_its_enrolment_followed(
+    page: Any, server: LiveServer
+) -> None:
+    """Add a sender (paused from the page) and a sequence, enrol a contact typed in, resume
+    the sender and watch the enrolment's timeline reach "sent" without reloading, then pause
+    the enrolment."""
+    sign_in_local(page)
+    page.get_by_role("link", name="Sequences").click()
+    page.get_by_label("From address").fill(f"me{time.monotonic_ns()}@rf-send-01.com")
+    page.get_by_label("Seconds between sends").fill("0")
+    page.get_by_label("Random extra (s)").fill("0")
+    page.get_by_role("button", name="Add sender").click()
+    expect(page.locator("#senders")).to_contain_text("rf-send-01.com")
+    # Paused, the sender holds the first step back until it is resumed while the page is open.
+    page.locator("#senders").get_by_role("button", name=re.compile("^Pause ")).click()
+    expect(page.locator("#senders")).to_contain_text("paused by user")
+    expect(page.locator("#sequence-form")).to_be_visible()  # open while there are none
+    check_a11y(page, "sequences")
+    page.get_by_label("Name", exact=True).fill("intro")
+    page.locator("#subject_0").fill("Hi {{first_name}}")
+    page.locator("#body_0").fill("Hello")
+    page.locator("#subject_1").fill("Again")
+    page.locator("#body_1").fill("Hello again")
+    page.get_by_label("Sat").check()
+    page.get_by_label("Sun").check()
+    page.get_by_label("From hour").fill("0")
+    page.get_by_label("Until hour").fill("24")
+    page.get_by_role("button", name="Create sequence").click()
+    expect(page.get_by_role("heading", name="Sequence intro")).to_be_visible()
+    expect(page.locator("#enrollment-rows")).to_contain_text("Nobody enrolled")
+    page.get_by_label("Contacts as CSV").fill("email,first_name\nann@example.org,Ann\n")
+    page.get_by_role("button", name="Enrol").click()
+    expect(page.locator("#run")).to_contain_text("Enrolled 1 contact.")
+    check_a11y(page, "sequence")
+    page.get_by_role("link", name="ann@example.org").click()
+    expect(page.locator("#timeline")).to_contain_text("scheduled")
+    expect(page.locator("#steps")).to_contain_text("scheduled")
+    key = (server.runtime.settings.data_dir / KEY_FILE).read_text().strip()
+    auth = {"Authorization": f"Bearer {key}"}
+    senders = httpx.get(f"{server.url}/api/v1/senders", headers=auth).json()
+    for sender in senders:
+        httpx.post(f"{server.url}/api/v1/senders/{sender['id']}/resume", headers=auth)
+    expect(page.locator("#steps")).to_contain_text("sent", timeout=20_000)
+    expect(page.locator("#timeline")).to_contain_text("sent")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator("#enrollment-status")).to_have_text("paused")
+    check_a11y(page, "enrollment")
+
+
+def test_buy_credits_through_the_hosted_checkout(page: Any, server: LiveServer) -> None:
+    """Buy a pack: Stripe's hosted page (the sandbox's), pay, back on Credits with the
+    credits added and the purchase in the ledger."""
+    sign_in_local(page)
+    page.get_by_role("link", name="Credits").click()
+    available = int(page.locator("#available").inner_text())
+    check_a11y(page, "credits")
+    page.get_by_role("button", name="Buy 100 credits (small)").click()
+    page.wait_for_url("**/sandbox/stripe/pay/cs_*")
+    page.get_by_role("button", name="Pay").click()
+    page.wait_for_url("**/credits?checkout=cs_*")
+    expect(page.locator("#checkout-outcome")).to_contain_text("Payment received: 100 credits")
+    expect(page.locator("#available")).to_have_text(str(available + 100))
+    expect(page.locator("#ledger")).to_contain_text("purchase")

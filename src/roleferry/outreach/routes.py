@@ -293,6 +293,17 @@ async def create_sequence(body: SequenceIn, user: CurrentUser, runtime: RuntimeD
     return _sequence_out(sequence)
 
 
+@router.get("/sequences", response_model=list[SequenceOut])
+async def list_sequences(user: CurrentUser, session: SessionDep) -> list[SequenceOut]:
+    """Your sequences, newest first."""
+    rows = await session.scalars(
+        select(SequenceDef)
+        .where(SequenceDef.user_id == user.id)
+        .order_by(SequenceDef.created_at.desc(), SequenceDef.id.desc())
+    )
+    return [_sequence_out(q) for q in rows]
+
+
 @router.get("/sequences/{sequence_id}", response_model=SequenceOut)
 async def get_sequence(sequence_id: str, user: CurrentUser, session: SessionDep) -> SequenceOut:
     return _sequence_out(await _owned(session, SequenceDef, sequence_id, user.id, "sequence"))

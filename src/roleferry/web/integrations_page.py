@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from roleferry.api.deps import RuntimeDep, SessionDep
 from roleferry.config import Provider
@@ -56,8 +57,14 @@ def _active_faults(faults: Faults) -> dict[str, Any]:
 
 @router.get("/", response_class=HTMLResponse)
 async def integrations_page(
-    request: Request, console: Console, runtime: RuntimeDep, session: SessionDep
+    request: Request,
+    console: Console,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    checkout: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
+    if checkout:  # Stripe's default success URL is the root: the Credits page confirms it.
+        return RedirectResponse(f"/credits?checkout={quote(checkout)}", status_code=303)
     try:
         providers, problem = await _integrations(request, runtime), None
     except Exception as exc:  # the page says why and how to retry

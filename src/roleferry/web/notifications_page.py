@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
@@ -42,9 +43,19 @@ async def open_notification(
         return await page(
             request, console, "notifications.html", {"notifications": [], "problem": exc.message}
         )
-    job_id = note.data.get("id") if note.kind.startswith("enrichment") else None
-    target = f"/jobs/{quote(str(job_id))}" if job_id else "/notifications"
-    return redirect_after(request, target)
+    return redirect_after(request, _target(note.kind, note.data))
+
+
+def _target(kind: str, data: dict[str, Any]) -> str:
+    """The page a notification is about: its job, its sequence run, the senders."""
+    about = str(data.get("id", ""))
+    if kind.startswith("enrichment") and about:
+        return f"/jobs/{quote(about)}"
+    if kind.startswith("sequence_run") and about and data.get("sequence_id"):
+        return f"/sequences/{quote(str(data['sequence_id']))}?run={quote(about)}"
+    if kind.startswith("sender"):
+        return "/sequences"
+    return "/notifications"
 
 
 @router.get("/notifications/bell", response_class=HTMLResponse)

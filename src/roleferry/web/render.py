@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.errors import ApiError
@@ -49,6 +50,18 @@ def problem_of(exc: Exception) -> str:
     if isinstance(exc, ApiError):
         return exc.message
     return f"the server could not load this ({type(exc).__name__})"
+
+
+def invalid(exc: ValidationError) -> str:
+    """A schema's refusal as one line: each field and what it needs."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def refused(request: Request, exc: ApiError) -> HTMLResponse:
+    """The API's refusal of an action as a readable alert, with when to retry if it said."""
+    retry = exc.headers.get("Retry-After", "")
+    problem = exc.message + (f" (try again in {retry} s)" if retry.isdigit() else "")
+    return fragment(request, "_error.html", {"problem": problem, "retry": False}, exc.status_code)
 
 
 def fragment(

@@ -13,10 +13,13 @@ from fastapi.responses import RedirectResponse, Response
 
 from roleferry.runtime import Runtime
 from roleferry.web import (
+    credits_page,
+    drafts_page,
     integrations_page,
     jobs_page,
     notifications_page,
     search_page,
+    sequences_page,
     signin,
     webhook_log,
 )
@@ -28,6 +31,9 @@ PAGES = (
     integrations_page.router,
     search_page.router,
     jobs_page.router,
+    drafts_page.router,
+    sequences_page.router,
+    credits_page.router,
     notifications_page.router,
     webhook_log.router,
 )

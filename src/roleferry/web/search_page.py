@@ -12,7 +12,7 @@ from roleferry.api.deps import RuntimeDep, SessionDep
 from roleferry.errors import ApiError
 from roleferry.search import routes as search_api
 from roleferry.search.models import EnrichRequest, SearchRequest
-from roleferry.web.render import fragment, page
+from roleferry.web.render import fragment, invalid, page
 from roleferry.web.session import Console, CsrfConsole
 
 router = APIRouter(include_in_schema=False)
@@ -37,15 +37,14 @@ async def search(
         "domain": domain,
         "titles": [t.strip() for t in titles.split(",") if t.strip()],
     }
-    if refresh and "refresh" in SearchRequest.model_fields:
+    if refresh:
         body["refresh"] = True
     try:
         query = SearchRequest.model_validate(body)
         waterfall = await search_api.get_waterfall(runtime)
         result = await search_api.search_contacts(query, console.user, session, runtime, waterfall)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return fragment(request, "_error.html", {"problem": problems, "retry": False}, 422)
+        return fragment(request, "_error.html", {"problem": invalid(exc), "retry": False}, 422)
     except ApiError as exc:
         attempts = (exc.details or {}).get("attempts", []) if isinstance(exc.details, dict) else []
         return fragment(
@@ -79,8 +78,7 @@ async def enrich(
         waterfall = await search_api.get_waterfall(runtime)
         found = await search_api.enrich_contact(query, console.user, session, runtime, waterfall)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        return fragment(request, "_enriched.html", {"problem": problems}, 422)
+        return fragment(request, "_enriched.html", {"problem": invalid(exc)}, 422)
     except ApiError as exc:
         return fragment(request, "_enriched.html", {"problem": exc.message}, exc.status_code)
     return fragment(request, "_enriched.html", {"found": found})

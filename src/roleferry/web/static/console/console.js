@@ -1,4 +1,5 @@
-// The console's behaviour beyond htmx: drag and drop, job progress over SSE, charts, faults.
+// The console's behaviour beyond htmx: drag and drop, job and draft progress over SSE,
+// charts, faults.
 "use strict";
 
 function setupDropzone() {
@@ -49,6 +50,66 @@ function setupJobProgress() {
   source.addEventListener("progress", (e) => update(JSON.parse(e.data)));
   source.addEventListener("done", (e) => { update(JSON.parse(e.data)); source.close(); });
   source.onerror = () => { set("job-waiting", "connection lost; reload the page to follow the job again"); source.close(); };
+}
+
+function setupDraftStreams() {
+  // A draft (or its continuation) comes as server-sent events on the POST's own answer, which
+  // EventSource cannot make: read the body as it arrives, then show the stored draft.
+  document.addEventListener("submit", async (e) => {
+    const form = e.target.closest("form[data-stream]");
+    const live = document.getElementById("draft-live");
+    if (!form || !live || !window.fetch || !window.TextDecoderStream) return;
+    e.preventDefault();
+    const text = document.getElementById("draft-stream");
+    const state = document.getElementById("draft-state");
+    const problem = document.getElementById("draft-problem");
+    const buttons = form.querySelectorAll("button");
+    buttons.forEach((b) => { b.disabled = true; });
+    problem.replaceChildren();
+    live.hidden = false;
+    live.setAttribute("aria-busy", "true");
+    text.textContent = "";
+    text.dataset.deltas = "0";
+    state.textContent = "Asking the model…";
+    let draftId = null;
+    const on = {
+      start: (d) => { draftId = d.draft_id; state.textContent = d.source === "template" ? "No model answered in time: writing from the template…" : `Writing (${d.model})…`; },
+      delta: (d) => { text.textContent += d.text; text.dataset.deltas = String(Number(text.dataset.deltas) + 1); },
+      restart: (d) => { text.textContent = ""; state.textContent = `Writing again (${d.reason.replace("_", " ")})…`; },
+      done: (d) => { draftId = d.draft_id; state.textContent = "Done: edit it below and save."; },
+      incomplete: (d) => { draftId = d.draft_id; state.textContent = `The stream broke (${d.reason.replace("_", " ")}); what was written is kept: “Continue” below goes on from it.`; },
+      error: (d) => { state.textContent = `${d.message}.`; },
+    };
+    try {
+      const response = await fetch(form.action, { method: "POST", body: new FormData(form), headers: { Accept: "text/event-stream" }, credentials: "same-origin" });
+      if (!(response.headers.get("content-type") || "").startsWith("text/event-stream")) {
+        live.hidden = true;
+        problem.innerHTML = await response.text();  // the server's own (escaped) alert
+        return;
+      }
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let cut;
+        while ((cut = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          const name = (block.match(/^event: (.*)$/m) || [])[1];
+          const data = (block.match(/^data: (.*)$/m) || [])[1];
+          if (name && data && on[name]) on[name](JSON.parse(data));
+        }
+      }
+    } catch (err) {
+      state.textContent = `The connection broke (${err}); reload the page: what was written is kept.`;
+    } finally {
+      live.setAttribute("aria-busy", "false");
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+    if (draftId && window.htmx) htmx.ajax("GET", `/drafts/${draftId}/panel`, { target: "#draft-panel", swap: "innerHTML" });
+  });
 }
 
 async function drawCharts() {
@@ -118,6 +179,7 @@ function setupFaults() {
 document.addEventListener("DOMContentLoaded", () => {
   setupDropzone();
   setupJobProgress();
+  setupDraftStreams();
   setupFaults();
   drawCharts();
   if (document.getElementById("charts")) setInterval(drawCharts, 15000);
