@@ -13,7 +13,7 @@ import httpx
 import pytest
 import stripe
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.contracts import stripe_sdk
 from tests.support.sandbox_server import SandboxServer
 
