@@ -11,7 +11,9 @@ Three more rows, timed in the same loop, separate the policy from the machine: o
 (one round trip), and the policy alone around an attempt that returns at once, in memory and
 in Redis. The Redis variant makes no round trip on a call as a rule: its breaker goes by a
 view re-read in the background, its budget by blocks taken from the shared log; the figures
-end with how many store operations it made per call.
+end with how many store operations it made per call, and the share of "policy alone, Redis"
+calls that waited for one (that attempt never yields, so only a store operation it awaits can
+run during it).
 
 The policy runs on the real clock with Clay's budget scaled to the loop: `--budget` calls per
 second (default 1000), of which the loop (about 250 calls a second per policy here) uses about
@@ -112,19 +114,24 @@ async def run(url: str, calls: int, budget: int, redis_url: str) -> dict[str, li
     }
     times: dict[str, list[float]] = {name: [] for name in kinds}
     order = list(kinds)
+    waited = 0
     try:
         for number in range(calls + 200):
             if number == 200:
                 redis_store.reads = redis_store.updates = 0
             order = order[1:] + order[:1]
             for name in order:
+                ops = redis_store.reads + redis_store.updates
                 started = time.perf_counter()
                 await kinds[name]()
                 if number >= 200:
                     times[name].append(time.perf_counter() - started)
+                    if name == "policy alone, Redis":
+                        waited += redis_store.reads + redis_store.updates != ops
         through_redis = 2 * calls
         times["store reads per Redis call"] = [redis_store.reads / through_redis]
         times["store updates per Redis call"] = [redis_store.updates / through_redis]
+        times["alone calls that waited for the store"] = [waited / calls]
     finally:
         await bare.aclose()
         await http.aclose()
@@ -145,6 +152,7 @@ def main() -> None:
         times = asyncio.run(run(url, args.calls, args.budget, args.redis))
     reads = times.pop("store reads per Redis call")[0]
     updates = times.pop("store updates per Redis call")[0]
+    waited = times.pop("alone calls that waited for the store")[0]
     bare = times["bare httpx"]
     print(f"{args.calls} calls each (after 200 warm-up), one process, sequential")
     print(f"{'':20} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>11} {'added p99 ms':>13}")
@@ -157,6 +165,7 @@ def main() -> None:
         added99 = p99 - pct(bare, 0.99) * 1000
         print(f"{name:20} {p50:8.3f} {p99:8.3f} {added50:10.1f}% {added99:13.3f}")
     print(f"policy in Redis, per call: {reads:.4f} store reads, {updates:.4f} store updates")
+    print(f"policy alone in Redis: {waited:.2%} of calls waited for a store operation")
 
 
 if __name__ == "__main__":
