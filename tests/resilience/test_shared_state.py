@@ -192,3 +192,27 @@ async def test_an_open_breaker_is_seen_by_another_process_within_its_view(
             await two.call("/x", failing, deadline=Deadline(1))
 
     await _with_redis(redis_url, body)
+
+
+@pytest.mark.redis
+async def test_the_providers_count_is_matched_with_calls_held_in_blocks(redis_url: str) -> None:
+    """Another client spent 10 of the account's calls: after the provider says so, the shared
+    log leaves room for what was neither sent by anyone nor held in this process's blocks."""
+
+    async def body(redis: Redis, prefix: str) -> tuple[int, int, int]:
+        clock = Clock()
+        ours = RateLimiter(
+            "p", RedisStore(redis, prefix), [Window(100, 3600)], clock=clock, lease=LEASE
+        )
+        other = RateLimiter("p", RedisStore(redis, prefix), [Window(100, 3600)], clock=clock)
+        sent = 0
+        for _ in range(6):
+            sent += (await ours.try_acquire(Priority.INTERACTIVE)).granted
+            await asyncio.sleep(0.01)
+        held = sum(pool.left(clock.now) for pool in ours._pools.values())
+        await ours.observe_remaining(100, 100 - sent - 10, 3600)
+        return sent, held, await other.remaining()
+
+    sent, held, room = await _with_redis(redis_url, body)
+    assert held > 0, "the scenario holds calls in a block"
+    assert room == 100 - sent - 10 - held

@@ -322,17 +322,20 @@ class RateLimiter:
     async def observe_remaining(self, limit: int, remaining: int, period_s: float) -> None:
         """The provider says `remaining` of its `limit` calls are left in its window of
         `period_s`. If it counted more calls than we did (another client on the same account),
-        count them too; if its limit is lower than ours, the room left is what it says."""
+        count them too; if its limit is lower than ours, the room left is what it says. Calls
+        this process holds in blocks are logged but not sent, so they are not ours yet (those
+        other processes hold, at most two blocks each, are not known here)."""
         now = self.clock()
         window = next((w for w in self.windows if abs(w.period_s - period_s) < 1e-6), None)
         if window is None:
             return
+        held = sum(pool.left(now) for pool in self._pools.values())
 
         def step(raw: State | None) -> tuple[State, None]:
             s = raw or {"calls": [], "blocked_until": 0.0}
             self._prune(s, now)
             s.setdefault("limits", {})[_key(window)] = limit
-            ours = sum(1 for t in s["calls"] if t > now - window.span)
+            ours = len(_after(s["calls"], now - window.span)) - held
             missing = (self._limit(s, window) - remaining) - ours
             if missing > 0:
                 s["calls"].extend([now] * missing)
