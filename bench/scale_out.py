@@ -46,7 +46,7 @@ from redis import Redis
 from sqlalchemy.engine import make_url
 
 from _serve import free_port
-from roleferry.sandbox.keys import sendgrid_signing_key
+from roleferry.providers.sandbox_credentials import sendgrid_signing_key
 from roleferry.sandbox.sendgrid import SendGridState
 from roleferry.sandbox.world import World
 

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from _serve import roleferry_server
-from roleferry.sandbox.keys import sendgrid_signing_key
+from roleferry.providers.sandbox_credentials import sendgrid_signing_key
 from roleferry.sandbox.sendgrid import SendGridState
 
 SIGNER = SendGridState(7, sendgrid_signing_key(7), "")

@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from roleferry.payments.settings import PaymentSettings
 from roleferry.providers.catalog import BY_NAME, SPECS
+from roleferry.providers.sandbox_credentials import (
+    SANDBOX_STRIPE_WEBHOOK_SECRET,
+    public_key_b64,
+    sendgrid_signing_key,
+)
 from roleferry.providers.spec import Capability, ProviderSpec
 
 Provider = StrEnum("Provider", {s.name.upper(): s.name for s in SPECS})  # type: ignore[misc]
@@ -268,15 +273,6 @@ class Settings(PaymentSettings, _ProviderSettings):
                 raise ValueError(f"ROLEFERRY_{spec.name.upper()}_RATE_LIMIT: {exc}") from None
         return self
 
-    @field_validator("sandbox_faults")
-    @classmethod
-    def _valid_faults(cls, value: list[str]) -> list[str]:
-        from roleferry.sandbox.control import parse_fault_spec
-
-        for spec in value:
-            parse_fault_spec(spec)
-        return value
-
     @field_validator("callback_allowed_networks")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
@@ -332,24 +328,19 @@ class Settings(PaymentSettings, _ProviderSettings):
 
     @model_validator(mode="after")
     def _no_public_secret_for_live(self) -> Settings:
-        from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
-
         stripe = {s.get_secret_value() for s in self.stripe_webhook_secret}
         if self.is_live("stripe") and SANDBOX_STRIPE_WEBHOOK_SECRET in stripe:
             raise ValueError(
                 "ROLEFERRY_STRIPE_WEBHOOK_SECRET holds the sandbox's public test secret while "
                 "Stripe is live: set the endpoint's signing secret from Stripe's dashboard"
             )
-        if self.is_live("sendgrid") and self.sendgrid_webhook_public_key:
-            from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
-
-            if self.sendgrid_webhook_public_key == public_key_b64(
-                sendgrid_signing_key(self.sandbox_seed)
-            ):
-                raise ValueError(
-                    "ROLEFERRY_SENDGRID_WEBHOOK_PUBLIC_KEY is the sandbox's test key while "
-                    "SendGrid is live: set the verification key SendGrid shows"
-                )
+        if self.is_live("sendgrid") and self.sendgrid_webhook_public_key == public_key_b64(
+            sendgrid_signing_key(self.sandbox_seed)
+        ):
+            raise ValueError(
+                "ROLEFERRY_SENDGRID_WEBHOOK_PUBLIC_KEY is the sandbox's test key while "
+                "SendGrid is live: set the verification key SendGrid shows"
+            )
         return self
 
     def webhook_secret_problems(self) -> list[str]:
@@ -392,8 +383,6 @@ class Settings(PaymentSettings, _ProviderSettings):
             return self.sendgrid_webhook_public_key
         if self.is_live("sendgrid"):
             return None
-        from roleferry.sandbox.keys import public_key_b64, sendgrid_signing_key
-
         return public_key_b64(sendgrid_signing_key(self.sandbox_seed))
 
     def stripe_webhook_secrets(self) -> list[str]:
@@ -403,8 +392,6 @@ class Settings(PaymentSettings, _ProviderSettings):
             return [s.get_secret_value() for s in self.stripe_webhook_secret]
         if self.is_live("stripe"):
             return []
-        from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET
-
         return [SANDBOX_STRIPE_WEBHOOK_SECRET]
 
     @property

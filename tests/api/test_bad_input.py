@@ -15,7 +15,7 @@ import pytest
 
 from roleferry.db import Database
 from roleferry.enrichment.intake import MAX_ROWS
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from roleferry.sandbox.world import World
 from roleferry.search.models import MIN_DEADLINE_S
 from roleferry.users import service

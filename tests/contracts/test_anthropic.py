@@ -14,7 +14,7 @@ import pytest
 from anthropic import types
 from pydantic import BaseModel, TypeAdapter
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.support.sandbox_server import SandboxServer
 
 HEADERS = {"x-api-key": SANDBOX_API_KEYS["anthropic"], "anthropic-version": "2023-06-01"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.contracts.documented import check, fixture
 from tests.support.sandbox_server import SandboxServer
 

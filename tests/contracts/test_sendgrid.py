@@ -14,7 +14,7 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.support.sandbox_server import SandboxServer
 
 SCHEMAS = Path(__file__).parent / "sendgrid"

@@ -15,7 +15,7 @@ import stripe
 from stripe._request_options import RequestOptions
 from stripe.params import EventListParams
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.contracts import stripe_sdk
 from tests.support.sandbox_server import SandboxServer
 

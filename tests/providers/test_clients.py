@@ -12,10 +12,10 @@ import pytest
 from roleferry.providers import errors
 from roleferry.providers.models import PersonQuery, real_email
 from roleferry.providers.registry import Providers
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from roleferry.resilience.deadline import Deadline
 from roleferry.resilience.ratelimit import Priority
 from roleferry.resilience.testing import set_testing
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from tests.support.providers import providers_for
 from tests.support.sandbox_server import SandboxServer
 

@@ -20,8 +20,8 @@ from roleferry.providers.catalog import SPECS, offering, spec_of
 from roleferry.providers.errors import map_error
 from roleferry.providers.models import real_email
 from roleferry.providers.registry import Providers
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from roleferry.providers.spec import Capability, ProviderSpec, Reply
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from tests.conftest import bearer, create_user, make_settings
 
 NAMES = [spec.name for spec in SPECS]

@@ -317,10 +317,14 @@ class BreakerMachine(RuleBasedStateMachine):
     """Random sequences of acquire, record (ok, failed, slow), release (a refusal or a
     cancellation) and clock moves: the breaker agrees with the table at every step."""
 
+    view_s: float | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = Clock()
-        self.breaker = CircuitBreaker("sm", self.store(), CONFIG, clock=self.clock)
+        self.breaker = CircuitBreaker(
+            "sm", self.store(), CONFIG, clock=self.clock, view_s=self.view_s
+        )
         self.model = Model()
         self.out: list[tuple[Permit, int]] = []
 
@@ -405,5 +409,23 @@ def test_breaker_state_table_on_redis(redis_url: str) -> None:
 
     run_state_machine_as_test(
         RedisBreakerMachine,
+        settings=hsettings(max_examples=25, stateful_step_count=30, deadline=None),
+    )
+
+
+class RedisViewBreakerMachine(RedisBreakerMachine):
+    """The same table through the local view a policy keeps of shared state (one process:
+    its view is what it wrote), so calls that read only the view follow the table too."""
+
+    view_s = 60.0
+
+
+@pytest.mark.redis
+def test_breaker_state_table_through_the_local_view(redis_url: str) -> None:
+    """resilience4j's table holds when acquire and record go by the view."""
+    from hypothesis.stateful import run_state_machine_as_test
+
+    run_state_machine_as_test(
+        RedisViewBreakerMachine,
         settings=hsettings(max_examples=25, stateful_step_count=30, deadline=None),
     )

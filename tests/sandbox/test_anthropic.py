@@ -6,7 +6,7 @@ import anthropic
 import httpx
 import pytest
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.support.sandbox_server import SandboxServer
 
 PROMPT = "Write a 3-sentence email to Dana Kowalski at Acme for the Staff Engineer role."

@@ -12,7 +12,7 @@ import httpx
 import httpx2
 import pytest
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.support.sandbox_server import SandboxServer
 
 ASK = [{"role": "user", "content": "Write to Dana at Acme for the Staff Engineer role."}]

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from roleferry.sandbox.world import Company
 from tests.support.sandbox_server import SandboxServer
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.support.sandbox_server import SandboxServer
 
 KEY = {"clay-api-key": SANDBOX_API_KEYS["clay"]}

@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from roleferry.sandbox.control import parse_fault_spec
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from tests.support.sandbox_server import SandboxServer
 
 

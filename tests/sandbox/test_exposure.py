@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from roleferry.app import create_app
 from roleferry.config import Settings
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from roleferry.runtime import Runtime
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
 from roleferry.sandbox.world import World
 from tests.conftest import make_settings, start_client
 from tests.support.http_catcher import Catcher

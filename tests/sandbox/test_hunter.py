@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.support.sandbox_server import SandboxServer
 
 KEY = SANDBOX_API_KEYS["hunter"]

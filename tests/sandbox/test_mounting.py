@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from roleferry.config import Provider
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.conftest import free_port, make_settings, start_client, start_roleferry
 
 
@@ -67,3 +68,26 @@ def test_roleferry_sandbox_serves_alone_with_startup_faults(
     )
     assert bad.returncode == 2
     assert "bad --fault" in bad.stderr
+
+
+def test_a_bad_startup_fault_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    """The sandbox validates its own setting (the core's Settings know nothing of faults)."""
+    settings = make_settings(tmp_path, sandbox_faults=["hunter:error_rate=lots"])
+    with (
+        pytest.raises(ValueError, match=r"(?s)ROLEFERRY_SANDBOX_FAULTS: .*error_rate"),
+        start_client(settings),
+    ):
+        pass
+
+
+def test_the_core_settings_import_no_sandbox_module() -> None:
+    """The sandbox depends on the core, never the reverse: loading the settings (and the
+    test credentials they check) pulls in nothing from roleferry.sandbox."""
+    probe = (
+        "import sys, roleferry.config; "
+        "print(any(m.startswith('roleferry.sandbox') for m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

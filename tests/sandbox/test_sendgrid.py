@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from tests.support.sandbox_server import SandboxServer
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_API_KEYS['sendgrid']}"}

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import stripe
 
-from roleferry.sandbox.keys import SANDBOX_API_KEYS, SANDBOX_STRIPE_WEBHOOK_SECRET
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS, SANDBOX_STRIPE_WEBHOOK_SECRET
 from roleferry.sandbox.stripe import parse_form
 from tests.support.sandbox_server import SandboxServer
 

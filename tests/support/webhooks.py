@@ -17,7 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.db import Database
-from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET, sendgrid_signing_key
+from roleferry.providers.sandbox_credentials import (
+    SANDBOX_STRIPE_WEBHOOK_SECRET,
+    sendgrid_signing_key,
+)
 
 T = TypeVar("T")
 SANDBOX_SENDGRID_KEY = sendgrid_signing_key(7)

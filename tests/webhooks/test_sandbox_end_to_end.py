@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.outreach.models import OutreachMessage, Suppression
 from roleferry.payments.models import CreditEntry
-from roleferry.sandbox.keys import SANDBOX_API_KEYS
+from roleferry.providers.sandbox_credentials import SANDBOX_API_KEYS
 from roleferry.sandbox.world import World
 from roleferry.users.models import User
 from tests.support.live_server import live_server

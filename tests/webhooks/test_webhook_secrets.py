@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from roleferry.config import Provider
-from roleferry.sandbox.keys import SANDBOX_STRIPE_WEBHOOK_SECRET, public_key_b64
+from roleferry.providers.sandbox_credentials import SANDBOX_STRIPE_WEBHOOK_SECRET, public_key_b64
 from tests.conftest import bearer, create_user, make_settings, start_client
 from tests.support.webhooks import (
     sendgrid_event,

@@ -15,17 +15,27 @@ permit from an earlier one can neither free nor fill a slot of the current one.
 
 Only `Unavailable`, `Timeout` and `BadResponse` count as failures: a 429 or a wrong key says
 nothing about the provider's health. State lives in a `StateStore` (Redis when configured).
+
+With `view_s` set (a store shared by processes), a call reads no state: it uses this process's
+copy, which is what this process last wrote or read, re-read in the background once it is
+`view_s / 2` old and awaited once it is `view_s` old. A transition made by another process is
+therefore seen by every call here that starts more than `view_s` after it. Only transitions,
+half-open probes and outcomes that change the state write (and so go to the store).
 """
 
 from __future__ import annotations
 
-import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TypeVar
 
-from roleferry.resilience.store import State, StateStore
+from roleferry.resilience.singleflight import SingleFlight
+from roleferry.resilience.store import State, StateStore, Update
+
+R = TypeVar("R")
 
 
 class CircuitState(IntEnum):
@@ -88,6 +98,7 @@ class CircuitBreaker:
         config: BreakerConfig | None = None,
         clock: Callable[[], float] = time.time,
         on_change: Callable[[str, CircuitState], None] | None = None,
+        view_s: float | None = None,
     ) -> None:
         self.provider = provider
         self.store = store
@@ -95,14 +106,53 @@ class CircuitBreaker:
         self.clock = clock
         self.on_change = on_change
         self.key = f"breaker:{provider}"
+        self.view_s = view_s
+        self._view: State | None = None
+        self._view_at = -math.inf
+        self._writes = 0
+        self._reading = SingleFlight()
 
     @property
     def _ttl(self) -> float:
         return max(3600.0, self.config.open_s * 4)
 
+    async def _current(self) -> State | None:
+        """The state calls go by: the store's, or with `view_s` this process's copy of it,
+        never older than `view_s` (see the module's docstring)."""
+        if self.view_s is None:
+            return await self.store.get(self.key)
+        age = time.monotonic() - self._view_at
+        if age >= self.view_s:
+            await self._reading.join(self._read)
+        elif age >= self.view_s / 2:
+            self._reading.start(self._read)
+        return self._view
+
+    async def _read(self) -> None:
+        """Re-reads the copy, unless this process wrote a newer one meanwhile."""
+        writes, at = self._writes, time.monotonic()
+        state = await self.store.get(self.key)
+        if writes == self._writes:
+            self._view, self._view_at = state, at
+
+    async def _update(self, step: Update[R]) -> R:
+        """`store.update`; what it wrote (or found unchanged) becomes this process's copy."""
+        written: list[State] = []
+
+        def keeping(raw: State | None) -> tuple[State, R]:
+            s, result = step(raw)
+            written[:] = [s]
+            return s, result
+
+        at = time.monotonic()
+        result = await self.store.update(self.key, keeping, self._ttl)
+        self._writes += 1
+        self._view, self._view_at = written[0], at
+        return result
+
     async def state(self) -> CircuitState:
         """The state as callers would see it now (OPEN past its time reads as HALF_OPEN)."""
-        raw = await self.store.get(self.key) or _fresh()
+        raw = await self._current() or _fresh()
         state = CircuitState(raw["state"])
         if state is CircuitState.OPEN and self.clock() >= raw["open_until"]:
             return CircuitState.HALF_OPEN
@@ -112,7 +162,7 @@ class CircuitBreaker:
         """Seconds until this breaker lets a call go: 0 unless it is open (or half-open with
         every probe out, when the probes' answers decide; then its open time, as an upper
         bound)."""
-        raw = await self.store.get(self.key) or _fresh()
+        raw = await self._current() or _fresh()
         state = CircuitState(raw["state"])
         if state is CircuitState.OPEN:
             return max(0.0, float(raw["open_until"]) - self.clock())
@@ -121,15 +171,17 @@ class CircuitBreaker:
         return 0.0
 
     async def acquire(self) -> Permit:
-        """Asks to make one call; never waits. Closed, it only reads (one Redis round trip):
-        a closed breaker changes nothing for a call that starts."""
+        """Asks to make one call; never waits. Closed, or open before its time, it only reads
+        (the copy, with `view_s`): neither changes anything for a call that starts."""
         now = self.clock()
         config = self.config
-        current = await self.store.get(self.key)
+        current = await self._current()
         if current is None or current["state"] == int(CircuitState.CLOSED):
             return Permit(
                 CircuitState.CLOSED, True, generation=(current or {}).get("generation", 0)
             )
+        if current["state"] == int(CircuitState.OPEN) and now < current["open_until"]:
+            return Permit(CircuitState.OPEN, False, current["open_until"] - now)
 
         def step(raw: State | None) -> tuple[State, Permit]:
             s = raw or _fresh()
@@ -151,7 +203,7 @@ class CircuitBreaker:
                 s["probes"] += 1
             return s, Permit(state, True, generation=generation)
 
-        permit = await self.store.update(self.key, step, self._ttl)
+        permit = await self._update(step)
         if permit.state is CircuitState.HALF_OPEN and self.on_change:
             self.on_change(self.provider, CircuitState.HALF_OPEN)
         return permit
@@ -175,7 +227,7 @@ class CircuitBreaker:
                 s["probes"] -= 1
             return s, None
 
-        await self.store.update(self.key, step, self._ttl)
+        await self._update(step)
 
     async def record(self, permit: Permit, *, failed: bool, duration_s: float) -> CircuitState:
         """Adds one call's outcome; returns the state after it."""
@@ -218,12 +270,13 @@ class CircuitBreaker:
                     )
             return s, CircuitState(s["state"])
 
-        current = await self.store.get(self.key)
+        current = await self._current()
         if current is not None:
-            unchanged, state = step(copy.deepcopy(current))
+            # A dry run on a copy: `step` replaces every field it changes but `results`.
+            unchanged, state = step({**current, "results": list(current["results"])})
             if unchanged == current:
                 return state
-        new_state = await self.store.update(self.key, step, self._ttl)
+        new_state = await self._update(step)
         if new_state is not permit.state and self.on_change:
             self.on_change(self.provider, new_state)
         return new_state

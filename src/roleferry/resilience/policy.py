@@ -10,6 +10,10 @@ The breaker counts only calls that were sent: our own refusals release their per
 `finally`, as does a cancelled half-open probe, so a probe's slot is never lost; a call
 cancelled in flight while closed (a hedge's loser) counts as slow (see `_cancelled`). The
 provider's errors are mapped before they get here (providers/errors.py `map_error`).
+
+With a store shared by processes (Redis), a call makes no round trip to it as a rule: the
+breaker goes by a local view at most `breaker_view_s` old, the budget by blocks taken from the
+shared log (ratelimit.py); transitions, probes, failures and new blocks go to the store.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from roleferry.resilience.errors import (
     Refusal,
     Timeout,
 )
-from roleferry.resilience.ratelimit import Priority, RateLimiter, Window
+from roleferry.resilience.ratelimit import LeaseConfig, Priority, RateLimiter, Window
 from roleferry.resilience.store import StateStore
 
 T = TypeVar("T")
@@ -66,7 +70,9 @@ class RetryConfig:
 class PolicyConfig:
     """Defaults: 2 s per attempt (shrunk to the deadline); at most 10 calls in flight per
     provider and process; bulk work takes at most 80% of each rate window; one user all of it
-    (`user_share`, set from ROLEFERRY_USER_BUDGET_SHARE)."""
+    (`user_share`, set from ROLEFERRY_USER_BUDGET_SHARE). With a shared store: another
+    process's breaker transition is seen within `breaker_view_s` (0.2 s); budget is taken
+    in blocks as `lease` says."""
 
     windows: list[Window]
     attempt_timeout_s: float = 2.0
@@ -75,6 +81,8 @@ class PolicyConfig:
     user_share: float = 1.0
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    breaker_view_s: float = 0.2
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
 
 
 AttemptFn = Callable[[float], Awaitable[T]]
@@ -100,10 +108,21 @@ class Policy:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.breaker = CircuitBreaker(
-            provider, store, config.breaker, clock, on_change=_publish_state
+            provider,
+            store,
+            config.breaker,
+            clock,
+            on_change=_publish_state,
+            view_s=config.breaker_view_s if store.shared else None,
         )
         self.limiter = RateLimiter(
-            provider, store, config.windows, config.bulk_share, clock, config.user_share
+            provider,
+            store,
+            config.windows,
+            config.bulk_share,
+            clock,
+            config.user_share,
+            lease=config.lease if store.shared else None,
         )
         self._answers: dict[str, deque[float]] = {}
         self.bulkhead = asyncio.Semaphore(config.max_concurrency)

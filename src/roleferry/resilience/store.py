@@ -29,6 +29,10 @@ class StateContention(RuntimeError):
 
 
 class StateStore(Protocol):
+    """`shared`: other processes see the same state (so a policy keeps a local view of it)."""
+
+    shared: bool
+
     async def update(self, key: str, fn: Update[R], ttl_s: float) -> R: ...
 
     async def get(self, key: str) -> State | None: ...
@@ -38,6 +42,8 @@ class StateStore(Protocol):
 
 class MemoryStore:
     """One process's state; atomic because `fn` runs between two awaits."""
+
+    shared = False
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -68,6 +74,8 @@ class MemoryStore:
 
 class RedisStore:
     """State shared by every process on one Redis, under `prefix`."""
+
+    shared = True
 
     def __init__(
         self,

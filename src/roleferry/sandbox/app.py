@@ -26,6 +26,12 @@ from roleferry.errors import (
     error_response,
     install_error_handlers,
 )
+from roleferry.providers.sandbox_credentials import (
+    SANDBOX_API_KEYS,
+    SANDBOX_STRIPE_WEBHOOK_SECRET,
+    public_key_b64,
+    sendgrid_signing_key,
+)
 from roleferry.sandbox import anthropic, apollo, clay, hunter, sendgrid, stripe
 from roleferry.sandbox.access import ControlAccess
 from roleferry.sandbox.common import ProviderHTTPError, sandbox_of
@@ -37,12 +43,6 @@ from roleferry.sandbox.control import (
     parse_fault_spec,
 )
 from roleferry.sandbox.delivery import DeliveryTargets, WebhookSender
-from roleferry.sandbox.keys import (
-    SANDBOX_API_KEYS,
-    SANDBOX_STRIPE_WEBHOOK_SECRET,
-    public_key_b64,
-    sendgrid_signing_key,
-)
 from roleferry.sandbox.world import World
 
 if TYPE_CHECKING:
@@ -109,7 +109,10 @@ class Sandbox:
         self._flusher: asyncio.Task[None] | None = None
         self._clear_state()
         for spec in self._startup_faults:
-            provider, changes = parse_fault_spec(spec)
+            try:
+                provider, changes = parse_fault_spec(spec)
+            except ValueError as exc:
+                raise ValueError(f"ROLEFERRY_SANDBOX_FAULTS: {exc}") from None
             self.control.update(provider, changes)
 
     @classmethod

@@ -1,6 +1,8 @@
 """The sandbox's fixed, documented test credentials (public by design: they open only the
 local simulators). The API keys are the providers' specs' `sandbox_key`s: with no
-ROLEFERRY_<PROVIDER>_API_KEY set, our clients send the same."""
+ROLEFERRY_<PROVIDER>_API_KEY set, our clients send the same. They live with the specs, not in
+the sandbox, because the core needs them too (to verify webhooks while a provider is in
+sandbox mode, to refuse them for a live one): the sandbox depends on the core, not the reverse."""
 
 from __future__ import annotations
 
