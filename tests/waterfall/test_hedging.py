@@ -68,3 +68,22 @@ def test_hedging_can_be_turned_off_per_provider(live: LiveServer) -> None:
     outcomes = [(a["provider"], a["outcome"]) for a in response.json()["attempts"]]
     assert ("clay", "cancelled_hedge") not in outcomes
     assert ("clay", "ok") in outcomes or ("clay", "empty") in outcomes
+
+
+def test_a_rival_that_failed_beside_a_slow_provider_is_not_asked_again(live: LiveServer) -> None:
+    """Apollo slow and then failing, Clay (started beside it) down: Clay's failure is its
+    answer for this search; the waterfall goes on to Hunter without asking Clay a second time."""
+    live.reset()
+    live.control("apollo", latency_ms=1500, error_rate=1.0)
+    live.control("clay", down=True)
+    live.control("hunter", down=True)
+    response = httpx.post(
+        f"{live.url}/api/v1/contacts/search",
+        json={"domain": WORLD.companies[3].domain, "titles": ["a"], "deadline_s": 6},
+        headers=live.auth,
+        timeout=30,
+    )
+    assert response.status_code == 503, response.text
+    asked = [a["provider"] for a in response.json()["error"]["details"]["attempts"]]
+    assert asked.count("clay") == 1, asked
+    assert asked.count("apollo") == 1, asked

@@ -313,8 +313,9 @@ class Waterfall:
         now, so they get the same answers as when nothing is refused); one refused for longer
         is passed over at once."""
         hedging = priority is Priority.INTERACTIVE and len(items) == 1
+        hedged: set[str] = set()  # asked beside a slow one already: not asked again
         for index, name in enumerate(self.order):
-            asking = [i for i in items if i.wants(name)]
+            asking = [i for i in items if i.wants(name) and name not in hedged]
             if not asking:
                 continue
             refusal = await self.policies[name].availability(priority)
@@ -332,7 +333,7 @@ class Waterfall:
                 and name not in self.no_hedge
                 and await self._rival(index, asking[0], deadline, set()) is not None
             ):
-                await self._hedged(asking[0], operation, ask, index, slot, deadline)
+                hedged |= await self._hedged(asking[0], operation, ask, index, slot, deadline)
                 continue
             size = 1 if operation == "search_people" else self.email_finders[name].batch_size
             for start in range(0, len(asking), size):
@@ -435,11 +436,11 @@ class Waterfall:
         index: int,
         first_slot: Deadline,
         deadline: Deadline | None,
-    ) -> None:
+    ) -> set[str]:
         """The provider at `index` alone until its p95; then the next one beside it, and
         whenever a rival answers without anything useful, the one after that. The first useful
         answer wins and the calls still out are cancelled (they counted against their
-        budgets)."""
+        budgets). Returns the providers asked."""
 
         async def one(name: str, slot: Deadline) -> tuple[str, Any, float]:
             started = time.perf_counter()
@@ -498,6 +499,7 @@ class Waterfall:
         item.attempts[mark:] = sorted(
             item.attempts[mark:], key=lambda a: self.order.index(a.provider)
         )
+        return set(names.values())
 
     def _degraded(self, item: _Item[Any]) -> bool:
         """A provider that might have helped was refused, failed, cut short or cancelled."""
