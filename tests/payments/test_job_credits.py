@@ -130,4 +130,3 @@ def test_a_grant_that_wakes_nothing_is_found_by_the_poll(tmp_path: Path) -> None
         asyncio.run(grant())
         wait_until(live, job_id, lambda j: j["status"] in DONE)
         assert_settled(live, job_id, bought=100)
-
