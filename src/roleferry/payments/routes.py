@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from roleferry.api.deps import AdminUser, CurrentUser, RuntimeDep
+from roleferry.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep
 from roleferry.api.times import UtcDateTime
 from roleferry.errors import Unprocessable
 from roleferry.payments import service
@@ -89,7 +89,7 @@ class LedgerOut(BaseModel):
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
-def idempotency_key(
+async def idempotency_key(
     value: Annotated[
         str | None,
         Header(
@@ -99,7 +99,8 @@ def idempotency_key(
         ),
     ] = None,
 ) -> str | None:
-    """The client's key, checked here so a bad one is told what a good one looks like."""
+    """The client's key, checked here so a bad one is told what a good one looks like (async:
+    a plain function would cost every checkout a hop to the thread pool)."""
     if value is None or IDEMPOTENCY_KEY.fullmatch(value):
         return value
     if not value:
@@ -121,10 +122,14 @@ IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
 
 @router.post("/checkout", response_model=CheckoutOut, status_code=201)
 async def create_checkout(
-    body: CheckoutIn, user: CurrentUser, runtime: RuntimeDep, key: IdempotencyKey
+    body: CheckoutIn,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    key: IdempotencyKey,
 ) -> CheckoutOut:
     """Starts a Stripe Checkout for a credit pack; answers within the checkout deadline."""
-    made = await service.start_checkout(runtime, user, body.pack, key)
+    made = await service.start_checkout(runtime, session, user, body.pack, key)
     return CheckoutOut(
         session_id=made.session_id,
         url=made.url,
