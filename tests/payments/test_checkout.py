@@ -217,29 +217,58 @@ def test_a_refund_takes_back_its_share(live: LiveServer) -> None:
     wait_for(lambda: payment_rows(live)[0][2] == "partially_refunded")
 
 
+def admin_key(live: LiveServer) -> str:
+    async def admin(session: AsyncSession) -> str:
+        return (await users.create_user(session, "admin@example.com", is_admin=True)).key.raw
+
+    return in_db(live.runtime.settings.database_url, admin)
+
+
+def admin_reconcile(live: LiveServer, key: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{live.url}/api/v1/admin/payments/reconcile",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def test_a_dropped_webhook_is_reconciled(live: LiveServer) -> None:
     """checkout.session.completed never delivered: reconciliation finds it among the
     undelivered events and grants it, once even when run twice."""
     live.control("stripe", drop_events=["checkout.session.completed"], duplicate_rate=0.0)
-
-    async def admin(session: AsyncSession) -> str:
-        return (await users.create_user(session, "admin@example.com", is_admin=True)).key.raw
-
-    key = in_db(live.runtime.settings.database_url, admin)
+    key = admin_key(live)
     made = checkout(live)
     assert pay(live, made["session_id"], CARD_OK) == 303
     time.sleep(1)
     assert available(live) == START
     for _ in range(2):
-        response = httpx.post(
-            f"{live.url}/api/v1/admin/payments/reconcile",
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
-        assert response.json()["events_found"] >= 1
+        assert admin_reconcile(live, key)["events_found"] >= 1
     wait_for(lambda: available(live) == START + 100)
     assert purchases(live) == 1
+
+
+def test_a_checkout_left_open_is_fetched_from_stripe_and_granted(tmp_path: Path) -> None:
+    """No webhook came for a paid checkout still open here past `reconcile_after_s`:
+    reconciliation fetches the session itself and grants it; the undelivered event it then
+    lists grants nothing more."""
+    with live_server(tmp_path, reconcile_after_s=0.2, stripe_rate_limit="1000/1") as live:
+        live.control("stripe", drop_events=["checkout.session.completed"], duplicate_rate=0.0)
+        made = checkout(live)
+        assert pay(live, made["session_id"], CARD_OK) == 303
+        key = admin_key(live)
+        time.sleep(0.5)
+        report = admin_reconcile(live, key)
+        assert report["sessions_checked"] == 1
+        assert f"{made['session_id']}: credited 100" in report["outcomes"]
+        assert available(live) == START + 100
+        again = admin_reconcile(live, key)
+        assert again["sessions_checked"] == 0
+        wait_for(lambda: payment_rows(live)[0][2] == "paid")
+        assert available(live) == START + 100
+        assert purchases(live) == 1
 
 
 def test_stripe_hanging_is_a_503_within_the_deadline(tmp_path: Path) -> None:
