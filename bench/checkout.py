@@ -4,14 +4,19 @@ simulator, in one run on one `roleferry serve`, alternating so drift falls on bo
 
     .venv/bin/python bench/checkout.py [--calls 400]
 
-Target: at most 15 ms added at p50.
+Target: at most 15 ms added at p50. On a busy machine the wall-clock figures move with the
+load, so the server's CPU time per call is measured too (a run of our API's checkouts, then
+one of the SDK's straight to the simulator, from /proc): what our API costs the server beyond
+the simulator's own work, which the load does not change.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,6 +78,52 @@ async def run(url: str, key: str, calls: int) -> dict[str, list[float]]:
     return timings
 
 
+def server_cpu_s(port: int) -> float:
+    """CPU seconds (user + system, all threads) of the `roleferry serve` on `port`."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"serve" in command and str(port).encode() in command:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    raise RuntimeError(f"no roleferry serve on port {port}")
+
+
+async def cpu_per_call(url: str, key: str, calls: int) -> dict[str, float]:
+    """Server CPU ms per call: a run of each kind, one after the other."""
+    port = int(url.rsplit(":", 1)[1])
+    sdk = stripe.StripeClient(
+        "sk_test_sandbox",
+        base_addresses={"api": f"{url}/sandbox/stripe"},
+        max_network_retries=0,
+        http_client=stripe.HTTPXClient(),
+    )
+    spent: dict[str, float] = {}
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+    ) as api:
+        for name in ("our API", "sdk straight to the simulator"):
+            before = server_cpu_s(port)
+            for i in range(calls):
+                if name == "our API":
+                    response = await api.post(
+                        "/api/v1/checkout",
+                        json={"pack": "small"},
+                        headers={"Idempotency-Key": f"cpu-{i}"},
+                    )
+                    assert response.status_code == 201, response.text
+                else:
+                    await sdk.v1.checkout.sessions.create_async(
+                        params=PARAMS, options={"idempotency_key": f"cpu-sdk-{i}"}
+                    )
+            spent[name] = (server_cpu_s(port) - before) * 1000 / calls
+    return spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=400)
@@ -84,6 +135,7 @@ def main() -> None:
             f"{url}/sandbox/_control/stripe", json={"rate_limit": {"limit": 100000, "period_s": 1}}
         ).raise_for_status()
         timings = asyncio.run(run(url, key, args.calls))
+        cpu = asyncio.run(cpu_per_call(url, key, args.calls))
     print(f"{args.calls} checkouts each, alternating; ms")
     print(f"{'':32} {'p50':>7} {'p90':>7} {'p99':>7}")
     for name, values in timings.items():
@@ -92,6 +144,11 @@ def main() -> None:
     print(
         f"{'added by our API':32} {pct(ours, 0.5) - pct(bare, 0.5):7.1f} "
         f"{pct(ours, 0.9) - pct(bare, 0.9):7.1f} {pct(ours, 0.99) - pct(bare, 0.99):7.1f}"
+    )
+    print(
+        f"server CPU per call, ms: our API {cpu['our API']:.2f}, the SDK straight "
+        f"{cpu['sdk straight to the simulator']:.2f}, added by our API "
+        f"{cpu['our API'] - cpu['sdk straight to the simulator']:.2f}"
     )
 
 
