@@ -48,33 +48,45 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+OURS, STRAIGHT = "our API", "sdk straight to the simulator"
+
+
+class Callers:
+    """Both kinds of checkout, against one server."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.sdk = stripe.StripeClient(
+            "sk_test_sandbox",
+            base_addresses={"api": f"{url}/sandbox/stripe"},
+            max_network_retries=0,
+            http_client=stripe.HTTPXClient(),
+        )
+        self.api = httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+
+    async def call(self, name: str, key: str) -> None:
+        if name == OURS:
+            response = await self.api.post(
+                "/api/v1/checkout", json={"pack": "small"}, headers={"Idempotency-Key": key}
+            )
+            assert response.status_code == 201, response.text
+        else:
+            await self.sdk.v1.checkout.sessions.create_async(
+                params=PARAMS, options={"idempotency_key": key}
+            )
+
+
 async def run(url: str, key: str, calls: int) -> dict[str, list[float]]:
-    sdk = stripe.StripeClient(
-        "sk_test_sandbox",
-        base_addresses={"api": f"{url}/sandbox/stripe"},
-        max_network_retries=0,
-        http_client=stripe.HTTPXClient(),
-    )
-    timings: dict[str, list[float]] = {"sdk straight to the simulator": [], "our API": []}
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
-    ) as api:
-        for i in range(calls + 20):
-            for name in list(timings) if i % 2 else list(reversed(timings)):
-                started = time.perf_counter()
-                if name == "our API":
-                    response = await api.post(
-                        "/api/v1/checkout",
-                        json={"pack": "small"},
-                        headers={"Idempotency-Key": f"bench-{i}"},
-                    )
-                    assert response.status_code == 201, response.text
-                else:
-                    await sdk.v1.checkout.sessions.create_async(
-                        params=PARAMS, options={"idempotency_key": f"bench-sdk-{i}"}
-                    )
-                if i >= 20:
-                    timings[name].append((time.perf_counter() - started) * 1000)
+    callers = Callers(url, key)
+    timings: dict[str, list[float]] = {STRAIGHT: [], OURS: []}
+    for i in range(calls + 20):
+        for name in list(timings) if i % 2 else list(reversed(timings)):
+            started = time.perf_counter()
+            await callers.call(name, f"bench-{i}")
+            if i >= 20:
+                timings[name].append((time.perf_counter() - started) * 1000)
+    await callers.api.aclose()
     return timings
 
 
@@ -96,31 +108,14 @@ def server_cpu_s(port: int) -> float:
 async def cpu_per_call(url: str, key: str, calls: int) -> dict[str, float]:
     """Server CPU ms per call: a run of each kind, one after the other."""
     port = int(url.rsplit(":", 1)[1])
-    sdk = stripe.StripeClient(
-        "sk_test_sandbox",
-        base_addresses={"api": f"{url}/sandbox/stripe"},
-        max_network_retries=0,
-        http_client=stripe.HTTPXClient(),
-    )
+    callers = Callers(url, key)
     spent: dict[str, float] = {}
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=10
-    ) as api:
-        for name in ("our API", "sdk straight to the simulator"):
-            before = server_cpu_s(port)
-            for i in range(calls):
-                if name == "our API":
-                    response = await api.post(
-                        "/api/v1/checkout",
-                        json={"pack": "small"},
-                        headers={"Idempotency-Key": f"cpu-{i}"},
-                    )
-                    assert response.status_code == 201, response.text
-                else:
-                    await sdk.v1.checkout.sessions.create_async(
-                        params=PARAMS, options={"idempotency_key": f"cpu-sdk-{i}"}
-                    )
-            spent[name] = (server_cpu_s(port) - before) * 1000 / calls
+    for name in (OURS, STRAIGHT):
+        before = server_cpu_s(port)
+        for i in range(calls):
+            await callers.call(name, f"cpu-{i}")
+        spent[name] = (server_cpu_s(port) - before) * 1000 / calls
+    await callers.api.aclose()
     return spent
 
 
@@ -140,15 +135,14 @@ def main() -> None:
     print(f"{'':32} {'p50':>7} {'p90':>7} {'p99':>7}")
     for name, values in timings.items():
         print(f"{name:32} {pct(values, 0.5):7.1f} {pct(values, 0.9):7.1f} {pct(values, 0.99):7.1f}")
-    ours, bare = timings["our API"], timings["sdk straight to the simulator"]
+    ours, bare = timings[OURS], timings[STRAIGHT]
     print(
         f"{'added by our API':32} {pct(ours, 0.5) - pct(bare, 0.5):7.1f} "
         f"{pct(ours, 0.9) - pct(bare, 0.9):7.1f} {pct(ours, 0.99) - pct(bare, 0.99):7.1f}"
     )
     print(
-        f"server CPU per call, ms: our API {cpu['our API']:.2f}, the SDK straight "
-        f"{cpu['sdk straight to the simulator']:.2f}, added by our API "
-        f"{cpu['our API'] - cpu['sdk straight to the simulator']:.2f}"
+        f"server CPU per call, ms: our API {cpu[OURS]:.2f}, the SDK straight "
+        f"{cpu[STRAIGHT]:.2f}, added by our API {cpu[OURS] - cpu[STRAIGHT]:.2f}"
     )
 
 
