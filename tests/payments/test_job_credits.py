@@ -24,7 +24,9 @@ DONE = ("succeeded", "partially_succeeded", "failed")
 
 
 @contextmanager
-def waiting_job(tmp_path: Path, credits_retry_s: float) -> Iterator[tuple[LiveServer, str]]:
+def waiting_job(
+    tmp_path: Path, credits_retry_s: float, **overrides: Any
+) -> Iterator[tuple[LiveServer, str]]:
     """A live server and a job of 6 contacts with 2 credits: running, waiting for credits."""
     persons = [p for c in WORLD.companies[:40] for p in c.people][:6]
     rows = [
@@ -37,6 +39,7 @@ def waiting_job(tmp_path: Path, credits_retry_s: float) -> Iterator[tuple[LiveSe
         starting_credits=2,
         credits_retry_s=credits_retry_s,
         apollo_rate_limit="100000/3600",
+        **overrides,
     ) as live:
         live.control("stripe", duplicate_rate=0.0)
         live.control("apollo", rate_limit={"limit": 100000, "period_s": 3600})
@@ -89,16 +92,27 @@ def test_a_purchase_wakes_a_job_waiting_for_credits(tmp_path: Path) -> None:
     """The job would ask again only in 10 minutes; the pack is paid on the hosted page and
     only the webhook fulfils it (no success-page call): the job resumes and finishes now."""
     with waiting_job(tmp_path, credits_retry_s=600) as (live, job_id):
-        made = httpx.post(
-            f"{live.url}/api/v1/checkout", json={"pack": "small"}, headers=live.auth, timeout=10
-        ).json()
-        paid = httpx.post(
-            f"{live.url}/sandbox/stripe/pay/{made['session_id']}",
-            data={"card_number": "4242424242424242"},
-        )
-        assert paid.status_code == 303
-        wait_until(live, job_id, lambda j: j["status"] in DONE)
-        assert_settled(live, job_id, bought=100)
+        buy_and_finish(live, job_id)
+
+
+def test_the_same_wake_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """On PostgreSQL the wake travels through DBOS's notifications there."""
+    with waiting_job(tmp_path, credits_retry_s=600, database_url=postgres_url) as (live, job_id):
+        buy_and_finish(live, job_id)
+
+
+def buy_and_finish(live: LiveServer, job_id: str) -> None:
+    """Pays a small pack on the hosted page; the job then finishes and is settled."""
+    made = httpx.post(
+        f"{live.url}/api/v1/checkout", json={"pack": "small"}, headers=live.auth, timeout=10
+    ).json()
+    paid = httpx.post(
+        f"{live.url}/sandbox/stripe/pay/{made['session_id']}",
+        data={"card_number": "4242424242424242"},
+    )
+    assert paid.status_code == 303
+    wait_until(live, job_id, lambda j: j["status"] in DONE)
+    assert_settled(live, job_id, bought=100)
 
 
 def test_a_grant_that_wakes_nothing_is_found_by_the_poll(tmp_path: Path) -> None:
