@@ -142,9 +142,11 @@ class Runtime:
             if self.heartbeat is not None:
                 self.heartbeat.start()
             from roleferry.enrichment import workflows
+            from roleferry.payments import jobs
 
             workflows.bind(self)
             await workflows.register_queue()
+            jobs.wake_on_credit(self)
         for spec in SPECS:
             mode = "live" if self.settings.is_live(spec.name) else "sandbox"
             # The start-up banner sums this up; the base URLs are detail.
@@ -167,6 +169,9 @@ class Runtime:
         if self.dbos_launched:
             from dbos import DBOS
 
+            from roleferry.payments import jobs
+
+            await jobs.stop_waking(self)
             await asyncio.to_thread(
                 DBOS.destroy, workflow_completion_timeout_sec=self.settings.shutdown_grace_s
             )

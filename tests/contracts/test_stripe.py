@@ -81,6 +81,8 @@ def recorded(sandbox_server: SandboxServer) -> Iterator[Recorder]:
     done = rec.call("GET", f"/v1/checkout/sessions/{sid}")
     rec.call("GET", f"/v1/checkout/sessions/{sid}", params={"expand[]": "payment_intent"})
     rec.call("GET", f"/v1/checkout/sessions/{sid}/line_items", params={"limit": 1})
+    listed = rec.call("GET", "/v1/checkout/sessions", params={"limit": 1, "status": "complete"})
+    assert [s["id"] for s in listed["data"]] == [sid]
     intent = rec.call(
         "GET", f"/v1/payment_intents/{done['payment_intent']}", params={"expand[]": "latest_charge"}
     )
@@ -207,7 +209,11 @@ def test_expanded_fields_and_lists_have_stripes_shape(recorded: Recorder) -> Non
     for _, obj in recorded.objects:
         cls = stripe_sdk.OBJECTS[obj["object"]]
         assert stripe_sdk.object_errors(obj, cls, obj["object"]) == []
-    assert {body["data"][0]["object"] for _, body in recorded.lists} == {"event", "item"}
+    assert {body["data"][0]["object"] for _, body in recorded.lists} == {
+        "checkout.session",
+        "event",
+        "item",
+    }
     for route, body in recorded.lists:
         item = stripe_sdk.OBJECTS[body["data"][0]["object"]]
         assert stripe_sdk.type_errors(body, stripe.ListObject[item], route) == []  # type: ignore[valid-type]

@@ -217,29 +217,58 @@ def test_a_refund_takes_back_its_share(live: LiveServer) -> None:
     wait_for(lambda: payment_rows(live)[0][2] == "partially_refunded")
 
 
+def admin_key(live: LiveServer) -> str:
+    async def admin(session: AsyncSession) -> str:
+        return (await users.create_user(session, "admin@example.com", is_admin=True)).key.raw
+
+    return in_db(live.runtime.settings.database_url, admin)
+
+
+def admin_reconcile(live: LiveServer, key: str) -> dict[str, Any]:
+    response = httpx.post(
+        f"{live.url}/api/v1/admin/payments/reconcile",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def test_a_dropped_webhook_is_reconciled(live: LiveServer) -> None:
     """checkout.session.completed never delivered: reconciliation finds it among the
     undelivered events and grants it, once even when run twice."""
     live.control("stripe", drop_events=["checkout.session.completed"], duplicate_rate=0.0)
-
-    async def admin(session: AsyncSession) -> str:
-        return (await users.create_user(session, "admin@example.com", is_admin=True)).key.raw
-
-    key = in_db(live.runtime.settings.database_url, admin)
+    key = admin_key(live)
     made = checkout(live)
     assert pay(live, made["session_id"], CARD_OK) == 303
     time.sleep(1)
     assert available(live) == START
     for _ in range(2):
-        response = httpx.post(
-            f"{live.url}/api/v1/admin/payments/reconcile",
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
-        assert response.json()["events_found"] >= 1
+        assert admin_reconcile(live, key)["events_found"] >= 1
     wait_for(lambda: available(live) == START + 100)
     assert purchases(live) == 1
+
+
+def test_a_checkout_left_open_is_fetched_from_stripe_and_granted(tmp_path: Path) -> None:
+    """No webhook came for a paid checkout still open here past `reconcile_after_s`:
+    reconciliation fetches the session itself and grants it; the undelivered event it then
+    lists grants nothing more."""
+    with live_server(tmp_path, reconcile_after_s=0.2, stripe_rate_limit="1000/1") as live:
+        live.control("stripe", drop_events=["checkout.session.completed"], duplicate_rate=0.0)
+        made = checkout(live)
+        assert pay(live, made["session_id"], CARD_OK) == 303
+        key = admin_key(live)
+        time.sleep(0.5)
+        report = admin_reconcile(live, key)
+        assert report["sessions_checked"] == 1
+        assert f"{made['session_id']}: credited 100" in report["outcomes"]
+        assert available(live) == START + 100
+        again = admin_reconcile(live, key)
+        assert again["sessions_checked"] == 0
+        wait_for(lambda: payment_rows(live)[0][2] == "paid")
+        assert available(live) == START + 100
+        assert purchases(live) == 1
 
 
 def test_stripe_hanging_is_a_503_within_the_deadline(tmp_path: Path) -> None:
@@ -272,3 +301,138 @@ def test_a_checkout_that_is_not_yours_or_does_not_exist_is_404(live: LiveServer)
         assert response.json()["error"]["code"] == "not_found"
     malformed = httpx.get(f"{live.url}/api/v1/checkout/not-a-session", headers=live.auth)
     assert malformed.status_code == 422
+
+
+def stripe_sessions(live: LiveServer) -> list[str]:
+    """Every Checkout Session the simulator holds, newest first."""
+    listed = httpx.get(
+        f"{live.url}/sandbox/stripe/v1/checkout/sessions",
+        params={"limit": 100},
+        headers={"Authorization": "Bearer sk_test_sandbox"},
+        timeout=10,
+    )
+    assert listed.status_code == 200, listed.text
+    return [s["id"] for s in listed.json()["data"]]
+
+
+def post_checkout(
+    live: LiveServer, key: str, pack: str = "small", auth: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.post(
+        f"{live.url}/api/v1/checkout",
+        json={"pack": pack},
+        headers={**(auth or live.auth), "Idempotency-Key": key},
+        timeout=10,
+    )
+
+
+def test_a_retry_after_stripe_s_answer_was_lost_gets_the_session_it_made(
+    tmp_path: Path,
+) -> None:
+    """Stripe makes the session but its answers never arrive: 503. The client retries with
+    its key: the session Stripe made then, not a second one; a third try is answered from our
+    own record without asking Stripe."""
+    with live_server(
+        tmp_path, checkout_deadline_s=1.5, attempt_timeout_s=0.5, stripe_rate_limit="1000/1"
+    ) as live:
+        live.control("stripe", lose_next=20, duplicate_rate=0.0)
+        lost = post_checkout(live, "order-lost")
+        assert lost.status_code == 503, lost.text
+        assert "Stripe is not answering" in lost.json()["error"]["message"]
+        live.control("stripe", lose_next=0)
+        made = stripe_sessions(live)
+        assert len(made) == 1
+        retried = post_checkout(live, "order-lost")
+        assert retried.status_code == 201, retried.text
+        assert retried.json()["session_id"] == made[0]
+        assert retried.json()["url"].endswith(f"/sandbox/stripe/pay/{made[0]}")
+        calls = live.calls("stripe")
+        again = post_checkout(live, "order-lost")
+        assert again.status_code == 201
+        assert again.json() == retried.json()
+        assert live.calls("stripe") == calls
+        assert stripe_sessions(live) == made
+
+
+def test_a_retry_after_stripe_failed_makes_one_session(tmp_path: Path) -> None:
+    """Stripe answers 500 to every attempt: 503, nothing made; the retry with the same key
+    makes the one session, and a retry of that the same."""
+    with live_server(
+        tmp_path, checkout_deadline_s=1.0, attempt_timeout_s=0.5, stripe_rate_limit="1000/1"
+    ) as live:
+        live.control("stripe", fail_next=50, error_status=500, duplicate_rate=0.0)
+        failed = post_checkout(live, "order-500")
+        assert failed.status_code == 503, failed.text
+        assert int(failed.headers["Retry-After"]) >= 1
+        live.control("stripe", fail_next=0)
+        assert stripe_sessions(live) == []
+        first = post_checkout(live, "order-500")
+        assert first.status_code == 201, first.text
+        second = post_checkout(live, "order-500")
+        assert second.json()["session_id"] == first.json()["session_id"]
+        assert stripe_sessions(live) == [first.json()["session_id"]]
+
+
+def test_concurrent_requests_with_one_key_answer_one_session(live: LiveServer) -> None:
+    """Six requests with one key at the same moment: every answer names the same session."""
+    answers: list[httpx.Response] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(post_checkout(live, "order-race")))
+        for _ in range(6)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [201] * 6
+    assert len({a.json()["session_id"] for a in answers}) == 1
+
+
+def test_a_key_reused_with_another_body_is_a_409_naming_the_first(live: LiveServer) -> None:
+    """The key of a small-pack checkout sent for a medium one: 409 that says so; the first
+    request repeated still gets its session."""
+    first = post_checkout(live, "order-9", pack="small")
+    assert first.status_code == 201
+    other = post_checkout(live, "order-9", pack="medium")
+    assert other.status_code == 409, other.text
+    error = other.json()["error"]
+    assert error["code"] == "conflict"
+    assert "'order-9'" in error["message"]
+    assert "'small'" in error["message"]
+    assert error["details"] == {"idempotency_key": "order-9", "pack": "small"}
+    assert post_checkout(live, "order-9").json()["session_id"] == first.json()["session_id"]
+
+
+def test_one_key_from_two_users_is_two_checkouts(live: LiveServer) -> None:
+    """Keys are the user's own: another user's same key makes a session of its own."""
+    mine = post_checkout(live, "order-1")
+    other = {"Authorization": f"Bearer {live.new_user('other@example.com')}"}
+    theirs = post_checkout(live, "order-1", auth=other)
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert mine.json()["session_id"] != theirs.json()["session_id"]
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("", "is empty"),
+        ("has space", "has ' ' at position 4"),
+        ("x" * 201, "has 201 characters"),
+        ("naïve", "has '\\xc3' at position 3"),
+    ],
+)
+def test_a_malformed_idempotency_key_is_a_422_that_says_what_to_send(
+    live: LiveServer, key: str, problem: str
+) -> None:
+    """Nothing is sent to Stripe; the message says what is wrong and what a key looks like."""
+    response = httpx.post(
+        f"{live.url}/api/v1/checkout",
+        json={"pack": "small"},
+        headers={**live.auth, "Idempotency-Key": key.encode()},
+        timeout=10,
+    )
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert message.startswith(f"Idempotency-Key {problem}")
+    assert "1 to 200 printable ASCII characters" in message
+    assert stripe_sessions(live) == []

@@ -13,22 +13,8 @@ from roleferry.db import Database
 from roleferry.payments.credits import Credits, PaymentRequired
 from roleferry.payments.fulfilment import Payments
 from roleferry.payments.models import CreditBalance, CreditEntry, Payment
-from roleferry.runtime import Runtime
 from roleferry.users import service
 from tests.conftest import make_settings
-
-
-def _migrated(tmp_path: Path, url: str | None) -> str:
-    settings = make_settings(tmp_path, **({"database_url": url} if url else {}))
-    Runtime(settings).migrate()
-    return settings.database_url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return _migrated(tmp_path, None)
-    return _migrated(tmp_path, request.getfixturevalue("postgres_url"))
 
 
 def paid_session(user_id: str, session_id: str = "cs_test_race") -> dict[str, object]:
@@ -75,14 +61,13 @@ def test_concurrent_fulfils_grant_once(database_url: str) -> None:
 
 
 def test_spending_past_the_balance_is_a_402_with_the_balance_and_price(
-    tmp_path: Path,
+    tmp_path: Path, sqlite_url: str
 ) -> None:
     """A draft at 2 credits with 1 left: 402 insufficient_credits naming both and the way to
     buy; with billing off the same spend costs nothing."""
 
     async def run() -> None:
-        url = _migrated(tmp_path, None)
-        db = Database(url)
+        db = Database(sqlite_url)
         try:
             async with db.session() as session:
                 user = (await service.create_user(session, "spender@example.com")).user.id

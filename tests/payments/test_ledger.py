@@ -6,7 +6,6 @@ row equals the sum of the user's postings."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,9 +21,7 @@ from roleferry.payments.ledger import (
     reserved,
 )
 from roleferry.payments.models import CreditBalance, CreditEntry, CreditPosting
-from roleferry.runtime import Runtime
 from roleferry.users import service
-from tests.conftest import make_settings
 
 Op = tuple[str, int, int]
 OPS = st.lists(
@@ -37,22 +34,6 @@ OPS = st.lists(
     ),
     max_size=40,
 )
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    settings = make_settings(tmp_path)
-    Runtime(settings).migrate()
-    return settings.database_url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(request.getfixturevalue("sqlite_url"))
-    settings = make_settings(tmp_path, database_url=request.getfixturevalue("postgres_url"))
-    Runtime(settings).migrate()
-    return settings.database_url
 
 
 async def _user(db: Database, email: str) -> str:
@@ -159,12 +140,14 @@ def test_random_sequences_keep_the_invariants(sqlite_url: str, ops: list[Op]) ->
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(a=OPS, b=OPS)
-def test_interleaved_writers_keep_the_invariants(any_url: str, a: list[Op], b: list[Op]) -> None:
+def test_interleaved_writers_keep_the_invariants(
+    database_url: str, a: list[Op], b: list[Op]
+) -> None:
     """Two concurrent writers on one user, sharing references: the same invariants (on
     PostgreSQL truly at once, under row locks)."""
 
     async def run() -> None:
-        db = Database(any_url)
+        db = Database(database_url)
         try:
             user = await _user(db, f"i{abs(hash(str((a, b))))}-{len(a)}@example.com")
             await asyncio.gather(_apply(db, user, a, "x"), _apply(db, user, b, "x"))

@@ -9,8 +9,8 @@ cancel is a state in our database, not a DBOS cancel: the running chunk sees it,
 the workflow ends at once, which frees the user's slot on the queue. A job whose contacts
 all wait longer than HOLD_S for providers gives its slot back too: `resume_later` sleeps off
 the queue, durably, then queues the job again (the user's next job runs meanwhile). A job
-without the credits it needs waits the same way (payments/jobs.py), and settles its credits
-to what it found when it ends.
+without the credits it needs waits the same way (payments/jobs.py), woken at once when its
+user is credited, and settles its credits to what it found when it ends.
 
 The callback runs as a workflow of its own, started with an id derived from the job's (so it
 is started once however many paths reach it), off the queue: its retries never hold the
@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
+from dbos import DBOS, SendMessage, SetEnqueueOptions, SetWorkflowID
 
 from roleferry.enrichment import service
 from roleferry.enrichment.bulk import BulkEnricher
@@ -42,6 +42,8 @@ STEP_RETRY_S = 1.0
 """A failing step is tried 4 times, 1, 2 and 4 s apart, before the job fails."""
 HOLD_S = 5.0
 """A job that must wait longer than this gives its user's queue slot back while it sleeps."""
+WAKE = "wake"
+"""The topic that ends a `resume_later` wait early."""
 _runtime: dict[str, Runtime] = {}
 
 
@@ -188,18 +190,14 @@ async def enrichment_workflow(job_id: str, resumed: bool = False) -> str:
         if resumed or await start_step(job_id):
             credits = await credits_step(job_id)
             if credits["wait_s"] > 0:
-                await DBOS.start_workflow_async(
-                    resume_later, job_id, credits["user_id"], credits["wait_s"]
-                )
+                await wait_off_the_queue(job_id, credits["user_id"], credits["wait_s"])
                 return "waiting for credits"
             while True:
                 progress = await chunk_step(job_id)
                 if progress["over"] or progress["remaining"] == 0:
                     break
                 if progress["wait_s"] > HOLD_S:
-                    await DBOS.start_workflow_async(
-                        resume_later, job_id, progress["user_id"], progress["wait_s"]
-                    )
+                    await wait_off_the_queue(job_id, progress["user_id"], progress["wait_s"])
                     return "waiting"
                 if progress["wait_s"] > 0:
                     await DBOS.sleep_async(progress["wait_s"])
@@ -213,9 +211,31 @@ async def enrichment_workflow(job_id: str, resumed: bool = False) -> str:
     return "closed"
 
 
+async def wait_off_the_queue(job_id: str, user_id: str, wait_s: float) -> None:
+    """Starts the job's `resume_later`, its id the running workflow's plus `-wait`: every
+    workflow of a job has an id that starts with the job's, which is how `wake` finds them."""
+    with SetWorkflowID(f"{DBOS.workflow_id}-wait"):
+        await DBOS.start_workflow_async(resume_later, job_id, user_id, wait_s)
+
+
 @DBOS.workflow()
 async def resume_later(job_id: str, user_id: str, wait_s: float) -> None:
-    """Sleeps durably off the queue (so the user's next job can run meanwhile), then queues
-    the job again in its user's partition."""
-    await DBOS.sleep_async(min(wait_s, 3600.0))
+    """Waits durably off the queue (so the user's next job can run meanwhile) until `wait_s`
+    has passed or `wake` ends the wait, then queues the job again in its user's partition."""
+    await DBOS.recv_async(WAKE, min(wait_s, 3600.0))
     await enqueue(job_id, user_id, workflow_id=f"{DBOS.workflow_id}-resume", resumed=True)
+
+
+async def wake(job_ids: list[str]) -> int:
+    """Ends the waits of these jobs now (credits were bought for them); returns how many
+    were waiting."""
+    waiting = await DBOS.list_workflows_async(
+        workflow_id_prefix=[f"{job_id}-" for job_id in job_ids],
+        status="PENDING",
+        name=resume_later.__qualname__,
+        load_input=False,
+        load_output=False,
+    )
+    if waiting:
+        await DBOS.send_bulk_async([SendMessage(w.workflow_id, "wake", WAKE) for w in waiting])
+    return len(waiting)

@@ -1,5 +1,6 @@
-"""Spending credits, for the features that cost them: a charge for one use, or a reservation
-for a bulk job (its maximum held at the start, settled to what it used at the end).
+"""Spending credits, for the features that cost them: a charge for one use (`charge`, once per
+reference; `undo` gives it back when the work did not happen), or a reservation for a bulk job
+(its maximum held at the start, settled to what it used at the end; `metered` for one request).
 
 Prices come from settings (`ROLEFERRY_CREDIT_PRICES`); with `ROLEFERRY_BILLING=off` nothing
 costs anything. A user's starting grant (`ROLEFERRY_STARTING_CREDITS`) is posted the first
@@ -12,12 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.db import Database
 from roleferry.errors import ApiError
 from roleferry.payments.ledger import Balance, InsufficientCredits, Ledger
-from roleferry.payments.models import CreditReservation
+from roleferry.payments.models import CreditEntry, CreditReservation
 from roleferry.payments.settings import PaymentSettings
 
 
@@ -60,6 +62,19 @@ class Credits:
             raise payment_required(exc, kind, price) from exc
         return price * units if entry is not None else 0
 
+    async def undo(self, reference: str) -> int:
+        """Gives back a charge whose work did not happen (a send that failed for good), by a
+        new entry (`undo:<reference>`); returns the credits given back, 0 if there was no
+        such charge or it was undone already."""
+        entry = await self.session.scalar(
+            select(CreditEntry).where(
+                CreditEntry.reference == reference, CreditEntry.reason.startswith("spend:")
+            )
+        )
+        if entry is None or await self.ledger.reverse(entry.id, f"undo:{reference}") is None:
+            return 0
+        return -entry.delta
+
     async def reserve(
         self, user_id: str, kind: str, units: int, reference: str
     ) -> CreditReservation | None:
@@ -80,6 +95,27 @@ class Credits:
 
     async def release(self, reservation: CreditReservation) -> int:
         return await self.ledger.release(reservation)
+
+
+async def charge(
+    database: Database,
+    settings: PaymentSettings,
+    user_id: str,
+    kind: str,
+    reference: str,
+    units: int = 1,
+) -> int:
+    """`Credits.charge` in a write transaction of its own, for work outside one: spends
+    `units` uses of `kind` once per `reference` (a repeat spends nothing and returns 0);
+    raises PaymentRequired (402, with the balance and how to buy) when they are not there."""
+    async with database.write_session() as session:
+        return await Credits(session, settings).charge(user_id, kind, units, reference)
+
+
+async def undo(database: Database, settings: PaymentSettings, reference: str) -> int:
+    """`Credits.undo` in a write transaction of its own."""
+    async with database.write_session() as session:
+        return await Credits(session, settings).undo(reference)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from roleferry.payments import jobs
 from roleferry.payments.ledger import Ledger
 from roleferry.payments.models import CreditEntry, Payment
 from roleferry.users.models import User, utcnow
@@ -180,6 +181,7 @@ class Payments:
         entry = await self.ledger.purchase(payment.user_id, payment.credits, reference)
         if entry is None:
             return "already credited"
+        jobs.credited(self.session, payment.user_id)
         if payment.amount_refunded and payment.amount:
             # A refund that arrived before the payment's grant: its share is taken back now.
             share = payment.credits * min(payment.amount_refunded, payment.amount) // payment.amount

@@ -2,15 +2,22 @@
 it starts, and settles to what it found when it ends, releasing the rest.
 
 Without the credits the job does not fail: its pending contacts wait with the reason (the
-job's `waiting_for` shows it), and the workflow asks again every `ROLEFERRY_CREDITS_RETRY_S`, so
-it resumes on its own after a purchase.
+job's `waiting_for` shows it) and its workflow waits off the queue. A purchase wakes it at
+once: the grant marks its transaction (`credited`), and when that commits the user's waiting
+jobs are sent a wake through DBOS, which reaches them in whichever process they wait. Should
+that be missed (no DBOS in the granting process, or a grant landing between a job's failed
+hold and the start of its wait), the job still asks again every `ROLEFERRY_CREDITS_RETRY_S`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, update
+import structlog
+from sqlalchemy import Engine, event, exists, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from roleferry.enrichment.models import EnrichmentItem, EnrichmentJob
 from roleferry.payments.credits import Credits, PaymentRequired
@@ -19,8 +26,13 @@ from roleferry.payments.models import CreditReservation
 if TYPE_CHECKING:
     from roleferry.runtime import Runtime
 
+log = structlog.get_logger(__name__)
 KIND = "email_found"
 WAITING = "waiting for credits: "
+CREDITED = "roleferry.credited_users"
+"""`Session.info` key: the users a transaction credits, woken once it commits."""
+_waking: dict[Engine, Runtime] = {}
+_tasks: set[asyncio.Task[None]] = set()
 
 
 def _reference(job_id: str) -> str:
@@ -87,3 +99,70 @@ async def settle(runtime: Runtime, job_id: str) -> int:
             await credits.commit(reservation, units, f"{_reference(job_id)}:used")
         await credits.release(reservation)
         return units * price
+
+
+def credited(session: AsyncSession, user_id: str) -> None:
+    """Marks `user_id` as credited by this transaction: their waiting jobs are woken once it
+    commits (never before, or they would find the credits not there yet)."""
+    session.info.setdefault(CREDITED, set()).add(user_id)
+
+
+def wake_on_credit(runtime: Runtime) -> None:
+    """Grants committed through this runtime's database wake the jobs waiting for them."""
+    _waking[runtime.db.engine.sync_engine] = runtime
+    if not event.contains(Session, "after_commit", _committed):
+        event.listen(Session, "after_commit", _committed)
+        event.listen(Session, "after_rollback", _rolled_back)
+
+
+async def stop_waking(runtime: Runtime) -> None:
+    """Before DBOS stops: no new wakes, the ones under way finished."""
+    _waking.pop(runtime.db.engine.sync_engine, None)
+    if _tasks:
+        await asyncio.gather(*_tasks, return_exceptions=True)
+
+
+def _committed(session: Session) -> None:
+    users = session.info.pop(CREDITED, None)
+    bind = session.bind
+    runtime = _waking.get(bind) if users and isinstance(bind, Engine) else None
+    if runtime is None or not users:
+        return
+    task = asyncio.get_running_loop().create_task(_wake_logged(runtime, sorted(users)))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def _rolled_back(session: Session) -> None:
+    session.info.pop(CREDITED, None)
+
+
+async def wake(runtime: Runtime, user_ids: list[str]) -> int:
+    """Ends the wait of these users' jobs that wait for credits; returns how many woke."""
+    from roleferry.enrichment import workflows
+
+    async with runtime.db.session() as session:
+        job_ids = list(
+            await session.scalars(
+                select(EnrichmentJob.id).where(
+                    EnrichmentJob.user_id.in_(user_ids),
+                    EnrichmentJob.status == "running",
+                    exists().where(
+                        EnrichmentItem.job_id == EnrichmentJob.id,
+                        EnrichmentItem.status == "pending",
+                        EnrichmentItem.reason.like(f"{WAITING}%"),
+                    ),
+                )
+            )
+        )
+    return await workflows.wake(job_ids) if job_ids else 0
+
+
+async def _wake_logged(runtime: Runtime, user_ids: list[str]) -> None:
+    try:
+        woken = await wake(runtime, user_ids)
+    except Exception:  # the poll still resumes them; a failed wake only costs time
+        log.exception("credit_wake_failed", users=len(user_ids))
+        return
+    if woken:
+        log.info("jobs_woken_by_credits", jobs=woken)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -26,6 +27,10 @@ from roleferry.users.models import utcnow
 
 
 class Payment(Base):
+    """A payment as Stripe reports it. A checkout we created also keeps what its request
+    was: the client's Idempotency-Key (hashed with its user), a hash of the body, and the
+    session's URL, so a retried request is answered with the same session."""
+
     __tablename__ = "payments"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -39,6 +44,11 @@ class Payment(Base):
     credits: Mapped[int] = mapped_column(Integer, default=0)
     pack: Mapped[str | None] = mapped_column(String(32), nullable=True)
     failure: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(64), unique=True, index=True, nullable=True
+    )
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    checkout_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

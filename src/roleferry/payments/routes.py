@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from roleferry.api.deps import AdminUser, CurrentUser, RuntimeDep
+from roleferry.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep
 from roleferry.api.times import UtcDateTime
+from roleferry.errors import Unprocessable
 from roleferry.payments import service
 from roleferry.payments.credits import Credits
 from roleferry.payments.models import CreditEntry, CreditPosting
@@ -84,24 +86,50 @@ class LedgerOut(BaseModel):
     next_before: int | None = Field(description="Pass as `before` for the next (older) page.")
 
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Repeat the request with the same key: the same checkout, never a second.",
-    ),
-]
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+async def idempotency_key(
+    value: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="1 to 200 printable ASCII characters, no spaces (a UUID will do). "
+            "Repeat the request with the same key: the same checkout, never a second.",
+        ),
+    ] = None,
+) -> str | None:
+    """The client's key, checked here so a bad one is told what a good one looks like (async:
+    a plain function would cost every checkout a hop to the thread pool)."""
+    if value is None or IDEMPOTENCY_KEY.fullmatch(value):
+        return value
+    if not value:
+        problem = "is empty"
+    elif len(value) > 200:
+        problem = f"has {len(value)} characters"
+    else:
+        at, bad = next((i, c) for i, c in enumerate(value) if not IDEMPOTENCY_KEY.fullmatch(c))
+        problem = f"has {bad!a} at position {at + 1}"
+    reason = f"Idempotency-Key {problem}: send 1 to 200 printable ASCII characters, no spaces"
+    raise Unprocessable(
+        f"{reason} (a UUID will do)",
+        details=[{"field": "header.Idempotency-Key", "reason": reason}],
+    )
+
+
+IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
 
 
 @router.post("/checkout", response_model=CheckoutOut, status_code=201)
 async def create_checkout(
-    body: CheckoutIn, user: CurrentUser, runtime: RuntimeDep, key: IdempotencyKey = None
+    body: CheckoutIn,
+    user: CurrentUser,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    key: IdempotencyKey,
 ) -> CheckoutOut:
     """Starts a Stripe Checkout for a credit pack; answers within the checkout deadline."""
-    made = await service.start_checkout(runtime, user, body.pack, key)
+    made = await service.start_checkout(runtime, session, user, body.pack, key)
     return CheckoutOut(
         session_id=made.session_id,
         url=made.url,

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from roleferry.errors import ApiError, NotFound, ServiceUnavailable
+from roleferry.db import Database
+from roleferry.errors import ApiError, Conflict, NotFound, ServiceUnavailable
 from roleferry.payments.fulfilment import CHECKOUT_SOURCE, HANDLED, Payments
 from roleferry.payments.models import Payment
 from roleferry.payments.settings import Pack
-from roleferry.providers.errors import InvalidRequest, PaymentDeclined
+from roleferry.providers.errors import IdempotencyConflict, InvalidRequest, PaymentDeclined
 from roleferry.resilience.deadline import Deadline
 from roleferry.resilience.errors import CallError
 from roleferry.runtime import Runtime
@@ -94,15 +98,102 @@ def unavailable(exc: CallError, what: str) -> ApiError:
     )
 
 
-def _stripe_key(user_id: str, key: str) -> str:
+def _scoped(user_id: str, key: str) -> str:
     """The client's Idempotency-Key, scoped to its user: two users' keys never collide."""
-    return "rf-checkout-" + hashlib.sha256(f"{user_id}\0{key}".encode()).hexdigest()
+    return hashlib.sha256(f"{user_id}\0{key}".encode()).hexdigest()
+
+
+def _request_hash(pack_name: str) -> str:
+    """What the request asked for (its body is the pack), to tell a retry from a new request."""
+    return hashlib.sha256(json.dumps({"pack": pack_name}).encode()).hexdigest()
+
+
+def _reused(key: str, pack: str | None) -> Conflict:
+    first = f" for a checkout of pack {pack!r}" if pack else ""
+    return Conflict(
+        f"Idempotency-Key {key!r} was already used{first} with another body; repeat that "
+        "request as it was, or send a new key for a new checkout",
+        details={"idempotency_key": key, **({"pack": pack} if pack else {})},
+    )
+
+
+def _replayed(payment: Payment, key: str, request_hash: str) -> Checkout:
+    if payment.request_hash != request_hash:
+        raise _reused(key, payment.pack)
+    assert payment.checkout_session_id is not None
+    return Checkout(
+        payment.checkout_session_id,
+        payment.checkout_url,
+        payment.pack or "",
+        payment.credits,
+        payment.amount,
+        payment.currency,
+    )
+
+
+async def _keyed(db: AsyncSession, user: User, scoped: str) -> Payment | None:
+    found: Payment | None = await db.scalar(
+        select(Payment).where(Payment.idempotency_key == scoped, Payment.user_id == user.id)
+    )
+    return found
+
+
+_STORED = (
+    "checkout_session_id",
+    "user_id",
+    "amount",
+    "currency",
+    "credits",
+    "pack",
+    "idempotency_key",
+    "request_hash",
+    "checkout_url",
+)
+_STORE_SQLITE = (
+    "INSERT INTO payments (status, amount_refunded, created_at, updated_at, "  # noqa: S608
+    + ", ".join(_STORED)
+    + ") VALUES ('open', 0, ?, ?, "
+    + ", ".join("?" * len(_STORED))
+    + ") ON CONFLICT DO NOTHING RETURNING id"
+)
+_STORE_POSTGRES = postgresql.insert(Payment).on_conflict_do_nothing().returning(Payment.id)
+
+
+async def _store(database: Database, row: dict[str, Any]) -> bool:
+    """Records a new checkout (`row`: the `_STORED` columns); False when its session or key
+    is there already. It is the checkout's one write: on SQLite one hop to the writer's
+    thread for the whole transaction, on PostgreSQL one statement compiled once."""
+    if database.urls.is_sqlite:
+        return await database.run_sqlite_write(partial(_store_sqlite, row))
+    now = utcnow()
+    values = {**row, "status": "open", "amount_refunded": 0, "created_at": now, "updated_at": now}
+    async with database.write_session() as db:
+        return await db.scalar(_STORE_POSTGRES, values) is not None
+
+
+def _store_sqlite(row: dict[str, Any], connection: sqlite3.Connection) -> bool:
+    # SQLAlchemy's text form of a DateTime on SQLite, as the ORM reads it back.
+    now = utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")
+    values = [now, now, *(row[name] for name in _STORED)]
+    return connection.execute(_STORE_SQLITE, values).fetchone() is not None
 
 
 async def start_checkout(
-    runtime: Runtime, user: User, pack_name: str, idempotency_key: str | None
+    runtime: Runtime, db: AsyncSession, user: User, pack_name: str, idempotency_key: str | None
 ) -> Checkout:
+    """A Checkout Session for a pack. With an Idempotency-Key, the first request's session is
+    stored with it and every repeat (same user, key and body) gets that session back; a
+    different body with the key is refused. Stripe gets a key derived from it, so an attempt
+    whose answer was lost (a timeout) is replayed by Stripe, not made twice. `db` is the
+    request's session (its key was looked up there), so the lookup needs no connection of
+    its own."""
     settings = runtime.settings
+    request_hash = _request_hash(pack_name)
+    scoped = _scoped(user.id, idempotency_key) if idempotency_key else None
+    if idempotency_key and scoped:
+        earlier = await _keyed(db, user, scoped)
+        if earlier is not None:
+            return _replayed(earlier, idempotency_key, request_hash)
     packs = settings.packs()
     pack: Pack | None = packs.get(pack_name)
     if pack is None:
@@ -132,35 +223,39 @@ async def start_checkout(
         "success_url": success,
         "cancel_url": settings.checkout_cancel_url or f"{base}/",
     }
-    key = _stripe_key(user.id, idempotency_key) if idempotency_key else None
     try:
         session = await _stripe(runtime).create_checkout_session(
-            params, deadline=Deadline(settings.checkout_deadline_s), idempotency_key=key
+            params,
+            deadline=Deadline(settings.checkout_deadline_s),
+            idempotency_key=f"rf-checkout-{scoped}" if scoped else None,
         )
+    except IdempotencyConflict as exc:
+        # A first attempt with this key that we never stored (it ended in a 503) had
+        # another body: Stripe refuses the key as we would.
+        raise _reused(idempotency_key or "", None) from exc
     except CallError as exc:
         raise unavailable(exc, "the checkout") from exc
-    data = _as_dict(session)
-    async with runtime.db.write_session() as db:
-        dialect = db.bind.dialect.name if db.bind is not None else "sqlite"
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        now = utcnow()
-        await db.execute(
-            insert(Payment)
-            .values(
-                checkout_session_id=data["id"],
-                user_id=user.id,
-                status="open",
-                amount=pack.price,
-                amount_refunded=0,
-                currency=pack.currency,
-                credits=pack.credits,
-                pack=pack.name,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing()
-        )
-    return Checkout(data["id"], data.get("url"), pack.name, pack.credits, pack.price, pack.currency)
+    session_id, url = str(session.id), session.url
+    stored = await _store(
+        runtime.db,
+        {
+            "checkout_session_id": session_id,
+            "user_id": user.id,
+            "amount": pack.price,
+            "currency": pack.currency,
+            "credits": pack.credits,
+            "pack": pack.name,
+            "idempotency_key": scoped,
+            "request_hash": request_hash if scoped else None,
+            "checkout_url": url,
+        },
+    )
+    if not stored and idempotency_key and scoped:
+        # Two requests with one key at once: whichever stored its session first, both answer it.
+        winner = await _keyed(db, user, scoped)
+        if winner is not None:
+            return _replayed(winner, idempotency_key, request_hash)
+    return Checkout(session_id, url, pack.name, pack.credits, pack.price, pack.currency)
 
 
 async def confirm_checkout(runtime: Runtime, user: User, session_id: str) -> CheckoutState:

@@ -59,7 +59,10 @@ class PaymentSettings(BaseSettings):
         None, description="Where Stripe sends a buyer who cancels; default PUBLIC_URL/."
     )
     credits_retry_s: float = Field(
-        60, gt=0, description="A bulk job waiting for credits asks again this often."
+        60,
+        gt=0,
+        description="A bulk job waiting for credits asks again this often (a purchase wakes "
+        "it at once; this is the fallback).",
     )
     reconcile_after_s: float = Field(
         600, gt=0, description="Open checkouts older than this are fetched from Stripe."

@@ -45,6 +45,7 @@ __all__ = [
     "BudgetExhausted",
     "CircuitOpen",
     "DeadlineExceeded",
+    "IdempotencyConflict",
     "InvalidRequest",
     "Overloaded",
     "PaymentDeclined",
@@ -64,6 +65,12 @@ class AuthFailed(ProviderError):
 
 class InvalidRequest(ProviderError):
     kind = "invalid_request"
+
+
+class IdempotencyConflict(InvalidRequest):
+    """The idempotency key was first used with other parameters: another request, refused."""
+
+    kind = "idempotency_conflict"
 
 
 class PaymentDeclined(ProviderError):

@@ -56,6 +56,12 @@ class Faults(BaseModel):
     error_rate: float = Field(0.0, ge=0, le=1, description="Share of requests that fail.")
     error_status: int = Field(500, ge=400, le=599, description="Status of injected failures.")
     fail_next: int = Field(0, ge=0, description="The next N requests fail with error_status.")
+    lose_next: int = Field(
+        0,
+        ge=0,
+        description="The next N requests are carried out, then their answers never sent (the "
+        "caller times out; what they did stays done).",
+    )
     latency_ms: float = Field(0, ge=0, description="Added to every response.")
     jitter_ms: float = Field(0, ge=0, description="Uniform extra latency, 0..jitter_ms.")
     hang: bool = Field(False, description="Accept requests and never answer.")
@@ -236,6 +242,12 @@ class ControlMiddleware:
                 faults.fail_next -= 1
                 await self._error(provider, faults.error_status, counting_send)
                 return
+            if faults.lose_next > 0:
+                faults.lose_next -= 1
+                await self.app(scope, receive, _discard)
+                await _wait_for_disconnect(receive)
+                status = 499
+                return
             if faults.error_rate and self.control.rng.random() < faults.error_rate:
                 await self._error(provider, faults.error_status, counting_send)
                 return
@@ -265,6 +277,10 @@ def _provider_of(scope: Scope) -> str | None:
 def _strip_provider(path: str, provider: str) -> str:
     marker = f"/{provider}"
     return path[path.index(marker) + len(marker) :] if marker in path else path
+
+
+async def _discard(_message: Message) -> None:
+    """The answer of a request whose answer is lost."""
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

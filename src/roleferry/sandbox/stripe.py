@@ -640,6 +640,19 @@ def router() -> APIRouter:
 
         return await _idempotent(request, key, handle)
 
+    @api.get("/v1/checkout/sessions")
+    async def list_sessions(request: Request) -> JSONResponse:
+        """Newest first, filtered by `status` and `payment_intent` like Stripe's."""
+        _authorize(request)
+        params = _query(request)
+        rows = [
+            session_view(request, session, {})
+            for session in reversed(sandbox_of(request).stripe.sessions.values())
+            if params.get("status", session["status"]) == session["status"]
+            and params.get("payment_intent", session["payment_intent"]) == session["payment_intent"]
+        ]
+        return json_response(_page_of(rows, params, "/v1/checkout/sessions", "checkout.session"))
+
     @api.get("/v1/checkout/sessions/{session_id}")
     async def get_session(request: Request, session_id: str) -> JSONResponse:
         _authorize(request)

@@ -68,6 +68,7 @@ async def buy(
     request: Request,
     console: CsrfConsole,
     runtime: RuntimeDep,
+    session: SessionDep,
     pack: Annotated[str, Form()] = "",
     idempotency_key: Annotated[str, Form()] = "",
 ) -> Response:
@@ -75,7 +76,7 @@ async def buy(
     try:
         body = payments_api.CheckoutIn.model_validate({"pack": pack})
         made = await payments_api.create_checkout(
-            body, console.user, runtime, idempotency_key or None
+            body, console.user, runtime, session, idempotency_key or None
         )
     except ValidationError as exc:
         return fragment(request, "_error.html", {"problem": invalid(exc), "retry": False}, 422)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from roleferry.providers.errors import (
-    InvalidRequest,
+    IdempotencyConflict,
     PaymentDeclined,
     RateLimited,
     Unavailable,
@@ -48,7 +48,7 @@ SPEC = ProviderSpec(
     quirks=(
         Quirk(PaymentDeclined, "a declined card (402): tell the user", error_type="card_error"),
         Quirk(
-            InvalidRequest,
+            IdempotencyConflict,
             "an idempotency key reused with other parameters",
             error_type="idempotency_error",
         ),
