@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -132,7 +132,7 @@ class ModelChain:
             model: Policy(f"{client.name}/{model}", config, store, observer) for model in models
         }
 
-    async def stream(self, call: Call, overall: Deadline) -> AsyncIterator[Piece]:
+    async def stream(self, call: Call, overall: Deadline) -> AsyncGenerator[Piece]:
         """Started, Text…, Ended from the first model that gives a first token; Exhausted if
         none does."""
         if self.client._sdk is None:
@@ -159,9 +159,13 @@ class ModelChain:
                 if isinstance(error, QuotaExhausted):
                     break
                 continue
-            yield Started(model)
-            async for piece in self._follow(opened, overall):
-                yield piece
+            try:
+                yield Started(model)
+                async for piece in self._follow(opened, overall):
+                    yield piece
+            finally:
+                # A caller that stops reading (its draft refused) still frees the connection.
+                await _close(opened.manager)
             return
         yield Exhausted(reasons)
 
