@@ -280,4 +280,14 @@ class Run:
             draft.incomplete_reason = reason
             draft.input_tokens += self.tokens[0]
             draft.output_tokens += self.tokens[1]
+            await self._settle(session, 0)
         DRAFTS.labels("model", "incomplete").inc()
+
+    async def _settle(self, session: AsyncSession, uses: int) -> None:
+        """Closes this run's hold in the transaction that stores how the run ended: the draft's
+        one charge when a model completed it (its reference is the draft's, so it is never
+        charged twice), else nothing spent."""
+        if self.hold_id is not None:
+            await Credits(session, self.billing).settle(
+                self.hold_id, uses, f"{KIND}:{self.draft.id}"
+            )
