@@ -5,6 +5,7 @@ client sees (events, status), what is stored, and what the metrics say."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -413,3 +414,73 @@ def test_a_client_gone_mid_stream_leaves_the_text_so_far(live: LiveServer) -> No
         ).json()["status"]
         == "complete"
     )
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server whose streams may pause for long (stall 30 s): time to act mid-stream."""
+    with live_server(
+        tmp_path_factory.mktemp("drafts-slow"),
+        anthropic_models=FIRST,
+        anthropic_rate_limit="100000/60",
+        draft_stall_s=30.0,
+        draft_deadline_s=60.0,
+    ) as live:
+        yield live
+
+
+def test_an_edit_while_the_draft_streams_is_a_409_that_says_to_wait(slow: LiveServer) -> None:
+    """PATCH between two deltas: 409 naming the draft and what to do, nothing stored; once
+    the stream has ended (here broken), the same edit is kept."""
+    slow.reset()
+    shape(slow, {"kind": "stall", "after_tokens": 3, "seconds": 2})
+    headers = {**slow.auth, "accept": "text/event-stream"}
+    with httpx.stream(
+        "POST", f"{slow.url}/api/v1/drafts", json=ASK, headers=headers, timeout=30
+    ) as response:
+        lines = response.iter_lines()
+        start = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+        url = f"{slow.url}/api/v1/drafts/{start['draft_id']}"
+        refused = httpx.patch(url, json={"body": "Mine."}, headers=slow.auth)
+        assert refused.status_code == 409
+        error = refused.json()["error"]
+        assert error["code"] == "conflict"
+        assert error["message"] == (
+            f"draft {start['draft_id']!r} is still being written; edit it once it ends"
+        )
+        draft = stored(slow, start["draft_id"])
+        assert (draft["status"], draft["edited_body"]) == ("streaming", None)
+        rest = [line for line in lines if line.startswith("event: ")]
+    assert rest[-1] == "event: incomplete"
+    edited = httpx.patch(url, json={"body": "Mine."}, headers=slow.auth)
+    assert edited.status_code == 200
+    assert (edited.json()["status"], edited.json()["edited_body"]) == ("incomplete", "Mine.")
+
+
+def test_a_failure_of_ours_mid_stream_ends_with_an_error_event(slow: LiveServer) -> None:
+    """The database loses the drafts table while a stream pauses: when the stream ends and
+    its result cannot be stored, the client gets an `error` event (code and message, no
+    internals) rather than a cut connection; the run stores nothing more."""
+    slow.reset()
+    shape(slow, {"kind": "stall", "after_tokens": 3, "seconds": 1})
+    database = sqlite3.connect(slow.runtime.db.urls.sqlite_path, isolation_level=None)
+    headers = {**slow.auth, "accept": "text/event-stream"}
+    try:
+        with httpx.stream(
+            "POST", f"{slow.url}/api/v1/drafts", json=ASK, headers=headers, timeout=30
+        ) as response:
+            lines = response.iter_lines()
+            start = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+            database.execute("ALTER TABLE drafts RENAME TO drafts_away")
+            text = "\n".join(lines)
+    finally:
+        database.execute("ALTER TABLE drafts_away RENAME TO drafts")
+        database.close()
+    last = text.strip().split("\n\n")[-1].split("\n")
+    assert last[0] == "event: error"
+    assert json.loads(last[1][6:]) == {
+        "code": "internal_error",
+        "message": "the draft failed on our side; try again",
+    }
+    assert "event: incomplete" not in text
+    assert stored(slow, start["draft_id"])["partial_text"] is None
