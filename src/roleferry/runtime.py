@@ -24,6 +24,7 @@ from roleferry.outreach.dispatch import Dispatcher
 from roleferry.process_lock import ProcessLock
 from roleferry.providers.catalog import SPECS
 from roleferry.providers.registry import Providers
+from roleferry.users.keycache import KeyCache
 from roleferry.webhooks.inbox import InboxWriter
 from roleferry.webhooks.processor import InboxProcessor
 
@@ -51,6 +52,7 @@ class Runtime:
         self.database: Database | None = None
         self.providers: Providers | None = None
         self.integration_stats = IntegrationStats()
+        self.api_keys = KeyCache(settings.api_key_cache_s)
         self.inbox: InboxProcessor | None = None
         self.inbox_writer: InboxWriter | None = None
         self.dbos_launched = False

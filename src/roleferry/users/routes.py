@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, EmailStr, Field
 
-from roleferry.api.deps import AdminUser, CurrentUser, SessionDep
+from roleferry.api.deps import AdminUser, CurrentUser, RuntimeDep, SessionDep
 from roleferry.api.times import UtcDateTime
 from roleferry.users import service
 from roleferry.users.models import ApiKey
@@ -79,8 +79,10 @@ async def get_api_key(key_id: str, user: CurrentUser, session: SessionDep) -> Ap
 
 
 @router.delete("/api-keys/{key_id}")
-async def revoke_api_key(key_id: str, user: CurrentUser, session: SessionDep) -> ApiKeyOut:
-    return ApiKeyOut.of(await service.revoke_key(session, user, key_id))
+async def revoke_api_key(
+    key_id: str, user: CurrentUser, session: SessionDep, runtime: RuntimeDep
+) -> ApiKeyOut:
+    return ApiKeyOut.of(await service.revoke_key(session, user, key_id, runtime.api_keys))
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
