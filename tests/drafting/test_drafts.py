@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -80,7 +81,14 @@ def streamed(found: list[Any]) -> str:
 
 
 def stored(live: LiveServer, draft_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{live.url}/api/v1/drafts/{draft_id}", headers=live.auth)
+    """The stored draft; one whose `start` was just sent is stored moments later."""
+    url = f"{live.url}/api/v1/drafts/{draft_id}"
+    response = httpx.get(url, headers=live.auth)
+    for _ in range(50):
+        if response.status_code != 404:
+            break
+        time.sleep(0.1)
+        response = httpx.get(url, headers=live.auth)
     assert response.status_code == 200
     result: dict[str, Any] = response.json()
     return result
@@ -405,6 +413,7 @@ def test_a_client_gone_mid_stream_leaves_the_text_so_far(live: LiveServer) -> No
     deadline = datetime.now(UTC) + timedelta(seconds=20)
     draft = stored(live, start["draft_id"])
     while draft["status"] == "streaming" and datetime.now(UTC) < deadline:
+        time.sleep(0.1)  # within the user's rate limit
         draft = stored(live, start["draft_id"])
     assert (draft["status"], draft["incomplete_reason"]) == ("incomplete", "client_gone")
     assert draft["partial_text"].startswith("Subject: ")
@@ -441,6 +450,7 @@ def test_an_edit_while_the_draft_streams_is_a_409_that_says_to_wait(slow: LiveSe
         lines = response.iter_lines()
         start = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
         url = f"{slow.url}/api/v1/drafts/{start['draft_id']}"
+        assert stored(slow, start["draft_id"])["status"] == "streaming"
         refused = httpx.patch(url, json={"body": "Mine."}, headers=slow.auth)
         assert refused.status_code == 409
         error = refused.json()["error"]
@@ -471,6 +481,7 @@ def test_a_failure_of_ours_mid_stream_ends_with_an_error_event(slow: LiveServer)
         ) as response:
             lines = response.iter_lines()
             start = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+            assert stored(slow, start["draft_id"])["status"] == "streaming"
             database.execute("ALTER TABLE drafts RENAME TO drafts_away")
             text = "\n".join(lines)
     finally:

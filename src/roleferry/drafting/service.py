@@ -163,8 +163,9 @@ class Run:
     async def events(self) -> AsyncIterator[Event]:
         """The events of the run; whatever stops it (a client gone), the draft is stored."""
         if self.new:
-            # Stored while the model is called, not before: the insert (a write transaction)
-            # stays off the time to first token.
+            # Stored while the model is called, not before: the insert (a write transaction
+            # with the hold of the draft's price) stays off the time to first token, and
+            # `start` may come before it ends.
             self.inserted = asyncio.create_task(self._insert())
         try:
             async for event in self._events():
@@ -188,9 +189,16 @@ class Run:
             self.hold_id = hold.id if hold is not None else None
 
     async def _stored(self) -> None:
-        """Waits for the insert, before anything refers to the draft."""
+        """Waits for the insert, before the draft's row is changed."""
         if self.inserted is not None:
             await self.inserted
+
+    def _check_stored(self) -> None:
+        """The insert's failure (its hold refused: another draft took the last credits) as
+        soon as it is known: the first token does not wait for the insert, and such a run
+        stops moments after it."""
+        if self.inserted is not None and self.inserted.done():
+            self.inserted.result()
 
     async def _events(self) -> AsyncIterator[Event]:
         overall = Deadline(self.deadline_s)
@@ -200,9 +208,9 @@ class Run:
             ended: Ended | None = None
             async with aclosing(self.chain.stream(self._call(), overall)) as pieces:
                 async for piece in pieces:
+                    self._check_stored()
                     if isinstance(piece, Started):
                         self.model = piece.model
-                        await self._stored()
                         started = {"draft_id": draft_id, "model": piece.model, "source": "model"}
                         yield "start", started
                     elif isinstance(piece, Text):
@@ -249,6 +257,7 @@ class Run:
         return {"input_tokens": self.tokens[0], "output_tokens": self.tokens[1]}
 
     async def _store(self, email: Email, source: str, model: str | None) -> dict[str, Any]:
+        await self._stored()
         self.ended = True
         async with self.db.write_session() as session:
             draft = await session.get(Draft, self.draft.id)
@@ -271,6 +280,7 @@ class Run:
 
     async def _store_incomplete(self, reason: str) -> None:
         """Keeps the text so far (after any prefill) for `continue`."""
+        await self._stored()
         self.ended = True
         async with self.db.write_session() as session:
             draft = await session.get(Draft, self.draft.id)
