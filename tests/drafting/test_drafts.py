@@ -106,6 +106,7 @@ def sandbox_calls(live: LiveServer) -> dict[str, int]:
 def test_a_draft_streams_word_by_word_and_is_stored(live: LiveServer) -> None:
     """start, deltas, done; the stored draft is the done event's; GenAI metrics counted."""
     ttft = metric("gen_ai_client_operation_time_to_first_chunk_seconds_count", model=FIRST)
+    took = metric("gen_ai_client_operation_duration_seconds_count", model=FIRST, error_type="")
     inputs = metric("gen_ai_client_token_usage_count", gen_ai_token_type="input", model=FIRST)
     ok = metric(
         "roleferry_integration_calls_total",
@@ -134,6 +135,10 @@ def test_a_draft_streams_word_by_word_and_is_stored(live: LiveServer) -> None:
     assert (
         metric("gen_ai_client_token_usage_count", gen_ai_token_type="input", model=FIRST)
         == inputs + 1
+    )
+    assert (
+        metric("gen_ai_client_operation_duration_seconds_count", model=FIRST, error_type="")
+        == took + 1
     )
     assert (
         metric(
@@ -186,12 +191,14 @@ def test_edit_is_kept_beside_the_original_and_drafts_are_per_user(live: LiveServ
         ({"kind": "status", "status": 429}, "rate_limited"),
         ({"kind": "status", "status": 500}, "unavailable"),
         ({"kind": "slow_first_token", "seconds": 3}, "timeout"),
+        ({"kind": "cut", "after_tokens": 0}, "unavailable"),
     ],
 )
 def test_a_miss_before_the_first_token_falls_to_the_next_model(
     live: LiveServer, fault: dict[str, Any], reason: str
 ) -> None:
-    """529, 429, 5xx or a first token past the deadline on the first model: the second
+    """529, 429, 5xx, a first token past the deadline or a connection cut before any text
+    on the first model: the second
     writes the draft, the first is not retried, the fallback is counted by reason."""
     before = metric("roleferry_draft_fallbacks_total", model=FIRST, reason=reason)
     shape(live, {**fault, "model": FIRST})
