@@ -198,8 +198,8 @@ def test_a_miss_before_the_first_token_falls_to_the_next_model(
     live: LiveServer, fault: dict[str, Any], reason: str
 ) -> None:
     """529, 429, 5xx, a first token past the deadline or a connection cut before any text
-    on the first model: the second
-    writes the draft, the first is not retried, the fallback is counted by reason."""
+    on the first model: the second writes the draft, the first is not retried, the fallback
+    is counted by reason."""
     before = metric("roleferry_draft_fallbacks_total", model=FIRST, reason=reason)
     shape(live, {**fault, "model": FIRST})
     found = events(live)
