@@ -405,10 +405,13 @@ def test_cli_prints_the_draft_as_it_streams(live: LiveServer) -> None:
     assert f"draft {listed[0]['id']} (model)" in result.stderr
 
 
-def test_a_client_gone_mid_stream_leaves_the_text_so_far(live: LiveServer) -> None:
-    """The client hangs up after the first delta: the draft is stored `incomplete`
-    (client_gone) with the text the model had written by then, and can be continued."""
-    shape(live, {"kind": "stall", "after_tokens": 3, "seconds": 5})
+def test_a_client_gone_mid_stream_leaves_the_text_so_far(slow: LiveServer) -> None:
+    """The client hangs up after the first delta, while the model pauses: the draft is
+    stored `incomplete` (client_gone) with the text the model had written by then, and can
+    be continued."""
+    slow.reset()
+    live = slow
+    shape(live, {"kind": "stall", "after_tokens": 3, "seconds": 25})
     headers = {**live.auth, "accept": "text/event-stream"}
     with httpx.stream(
         "POST", f"{live.url}/api/v1/drafts", json=ASK, headers=headers, timeout=30

@@ -226,7 +226,9 @@ class Run:
                 break
             full = self.prefill + ended.text
             if ended.broken:
-                await self._store_incomplete(ended.broken)
+                # Shielded, as every store of the run: a client gone meanwhile must not
+                # leave the draft `streaming`.
+                await asyncio.shield(self._store_incomplete(ended.broken))
                 yield (
                     "incomplete",
                     {
@@ -240,7 +242,7 @@ class Run:
                 return
             checked = prompt.check(full, self.request)
             if isinstance(checked, Email):
-                yield "done", await self._store(checked, "model", ended.model)
+                yield "done", await asyncio.shield(self._store(checked, "model", ended.model))
                 return
             CHECK_FAILURES.labels(checked).inc()
             if attempt == 0:
@@ -251,7 +253,7 @@ class Run:
             yield "restart", {"draft_id": draft_id, "reason": "template"}
         yield "start", {"draft_id": draft_id, "model": None, "source": "template"}
         yield "delta", {"text": prompt.as_text(email)}
-        yield "done", await self._store(email, "template", None)
+        yield "done", await asyncio.shield(self._store(email, "template", None))
 
     def _usage(self) -> dict[str, int]:
         return {"input_tokens": self.tokens[0], "output_tokens": self.tokens[1]}
