@@ -10,8 +10,11 @@ On one `roleferry serve` with its sandbox mounted, in the same run:
    again while it sends no first token for 30 s: the share that got a draft (a `done` event)
    and their time to first token. Target: 100%, p99 ≤ first-token deadline + 0.5 s.
 
+Drafts are charged as in production (billing on, ai_draft credits; the user is granted
+enough). `--api-key-cache-s 0` measures with every request's API key looked up in the database.
+
     .venv/bin/python bench/draft_stream.py [--drafts 200] [--concurrency 1]
-        [--storm-concurrency 4] [--only overhead,529,hung]
+        [--storm-concurrency 4] [--only overhead,529,hung] [--api-key-cache-s 5] [--billing on]
 """
 
 from __future__ import annotations
@@ -160,6 +163,8 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="for the overhead pairs")
     parser.add_argument("--storm-concurrency", type=int, default=4)
     parser.add_argument("--only", default="overhead,529,hung", help="parts to run")
+    parser.add_argument("--api-key-cache-s", type=float, default=5.0)
+    parser.add_argument("--billing", choices=("on", "off"), default="on")
     args = parser.parse_args()
     settings = {
         "ROLEFERRY_ANTHROPIC_MODELS": f"{FIRST},{SECOND}",
@@ -168,6 +173,9 @@ async def main() -> None:
         "ROLEFERRY_USER_RATE_LIMIT": "100000/1",
         "ROLEFERRY_DRAFT_DAILY_TOKENS": "0",
         "ROLEFERRY_DRAFT_FIRST_TOKEN_S": str(DEADLINE_S),
+        "ROLEFERRY_STARTING_CREDITS": "1000000",
+        "ROLEFERRY_BILLING": args.billing,
+        "ROLEFERRY_API_KEY_CACHE_S": str(args.api_key_cache_s),
     }
     with roleferry_server(settings) as (url, key, _data):
         if "overhead" in args.only:

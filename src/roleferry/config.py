@@ -90,6 +90,14 @@ class Settings(PaymentSettings, _ProviderSettings):
     user_budget_share: float = Field(
         0.5, gt=0, le=1, description="Share of each provider budget one user may use."
     )
+    api_key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="How long a process remembers an API key it checked; a key revoked through "
+        "another process still works in this one for at most this long. 0: always ask the "
+        "database.",
+    )
     user_rate_limit: str = Field(
         "20/1,600/60", description="API requests per user: calls/seconds[,…]."
     )

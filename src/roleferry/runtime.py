@@ -15,16 +15,17 @@ from sqlalchemy import text
 from roleferry import migrations
 from roleferry.config import Settings
 from roleferry.db import Database, DatabaseUrls
+from roleferry.drafting.stream import model_chain
 from roleferry.executors import Heartbeat, new_executor_id
 from roleferry.logging import route_dbos_logs
 from roleferry.monitoring.dogstatsd import DogStatsD
 from roleferry.monitoring.integrations import IntegrationStats
 from roleferry.outbound import Resolver, system_resolver
 from roleferry.outreach.dispatch import Dispatcher
-from roleferry.outreach.drafts import model_chain
 from roleferry.process_lock import ProcessLock
 from roleferry.providers.catalog import SPECS
 from roleferry.providers.registry import Providers
+from roleferry.users.keycache import KeyCache
 from roleferry.webhooks.inbox import InboxWriter
 from roleferry.webhooks.processor import InboxProcessor
 
@@ -52,6 +53,7 @@ class Runtime:
         self.database: Database | None = None
         self.providers: Providers | None = None
         self.integration_stats = IntegrationStats()
+        self.api_keys = KeyCache(settings.api_key_cache_s)
         self.inbox: InboxProcessor | None = None
         self.inbox_writer: InboxWriter | None = None
         self.dbos_launched = False

@@ -5,6 +5,8 @@ client sees (events, status), what is stored, and what the metrics say."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -79,7 +81,14 @@ def streamed(found: list[Any]) -> str:
 
 
 def stored(live: LiveServer, draft_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{live.url}/api/v1/drafts/{draft_id}", headers=live.auth)
+    """The stored draft; one whose `start` was just sent is stored moments later."""
+    url = f"{live.url}/api/v1/drafts/{draft_id}"
+    response = httpx.get(url, headers=live.auth)
+    for _ in range(50):
+        if response.status_code != 404:
+            break
+        time.sleep(0.1)
+        response = httpx.get(url, headers=live.auth)
     assert response.status_code == 200
     result: dict[str, Any] = response.json()
     return result
@@ -97,6 +106,7 @@ def sandbox_calls(live: LiveServer) -> dict[str, int]:
 def test_a_draft_streams_word_by_word_and_is_stored(live: LiveServer) -> None:
     """start, deltas, done; the stored draft is the done event's; GenAI metrics counted."""
     ttft = metric("gen_ai_client_operation_time_to_first_chunk_seconds_count", model=FIRST)
+    took = metric("gen_ai_client_operation_duration_seconds_count", model=FIRST, error_type="")
     inputs = metric("gen_ai_client_token_usage_count", gen_ai_token_type="input", model=FIRST)
     ok = metric(
         "roleferry_integration_calls_total",
@@ -125,6 +135,10 @@ def test_a_draft_streams_word_by_word_and_is_stored(live: LiveServer) -> None:
     assert (
         metric("gen_ai_client_token_usage_count", gen_ai_token_type="input", model=FIRST)
         == inputs + 1
+    )
+    assert (
+        metric("gen_ai_client_operation_duration_seconds_count", model=FIRST, error_type="")
+        == took + 1
     )
     assert (
         metric(
@@ -177,13 +191,15 @@ def test_edit_is_kept_beside_the_original_and_drafts_are_per_user(live: LiveServ
         ({"kind": "status", "status": 429}, "rate_limited"),
         ({"kind": "status", "status": 500}, "unavailable"),
         ({"kind": "slow_first_token", "seconds": 3}, "timeout"),
+        ({"kind": "cut", "after_tokens": 0}, "unavailable"),
     ],
 )
 def test_a_miss_before_the_first_token_falls_to_the_next_model(
     live: LiveServer, fault: dict[str, Any], reason: str
 ) -> None:
-    """529, 429, 5xx or a first token past the deadline on the first model: the second
-    writes the draft, the first is not retried, the fallback is counted by reason."""
+    """529, 429, 5xx, a first token past the deadline or a connection cut before any text
+    on the first model: the second writes the draft, the first is not retried, the fallback
+    is counted by reason."""
     before = metric("roleferry_draft_fallbacks_total", model=FIRST, reason=reason)
     shape(live, {**fault, "model": FIRST})
     found = events(live)
@@ -389,10 +405,13 @@ def test_cli_prints_the_draft_as_it_streams(live: LiveServer) -> None:
     assert f"draft {listed[0]['id']} (model)" in result.stderr
 
 
-def test_a_client_gone_mid_stream_leaves_the_text_so_far(live: LiveServer) -> None:
-    """The client hangs up after the first delta: the draft is stored `incomplete`
-    (client_gone) with the text the model had written by then, and can be continued."""
-    shape(live, {"kind": "stall", "after_tokens": 3, "seconds": 5})
+def test_a_client_gone_mid_stream_leaves_the_text_so_far(slow: LiveServer) -> None:
+    """The client hangs up after the first delta, while the model pauses: the draft is
+    stored `incomplete` (client_gone) with the text the model had written by then, and can
+    be continued."""
+    slow.reset()
+    live = slow
+    shape(live, {"kind": "stall", "after_tokens": 3, "seconds": 25})
     headers = {**live.auth, "accept": "text/event-stream"}
     with httpx.stream(
         "POST", f"{live.url}/api/v1/drafts", json=ASK, headers=headers, timeout=30
@@ -404,6 +423,7 @@ def test_a_client_gone_mid_stream_leaves_the_text_so_far(live: LiveServer) -> No
     deadline = datetime.now(UTC) + timedelta(seconds=20)
     draft = stored(live, start["draft_id"])
     while draft["status"] == "streaming" and datetime.now(UTC) < deadline:
+        time.sleep(0.1)  # within the user's rate limit
         draft = stored(live, start["draft_id"])
     assert (draft["status"], draft["incomplete_reason"]) == ("incomplete", "client_gone")
     assert draft["partial_text"].startswith("Subject: ")
@@ -413,3 +433,75 @@ def test_a_client_gone_mid_stream_leaves_the_text_so_far(live: LiveServer) -> No
         ).json()["status"]
         == "complete"
     )
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server whose streams may pause for long (stall 30 s): time to act mid-stream."""
+    with live_server(
+        tmp_path_factory.mktemp("drafts-slow"),
+        anthropic_models=FIRST,
+        anthropic_rate_limit="100000/60",
+        draft_stall_s=30.0,
+        draft_deadline_s=60.0,
+    ) as live:
+        yield live
+
+
+def test_an_edit_while_the_draft_streams_is_a_409_that_says_to_wait(slow: LiveServer) -> None:
+    """PATCH between two deltas: 409 naming the draft and what to do, nothing stored; once
+    the stream has ended (here broken), the same edit is kept."""
+    slow.reset()
+    shape(slow, {"kind": "stall", "after_tokens": 3, "seconds": 2})
+    headers = {**slow.auth, "accept": "text/event-stream"}
+    with httpx.stream(
+        "POST", f"{slow.url}/api/v1/drafts", json=ASK, headers=headers, timeout=30
+    ) as response:
+        lines = response.iter_lines()
+        start = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+        url = f"{slow.url}/api/v1/drafts/{start['draft_id']}"
+        assert stored(slow, start["draft_id"])["status"] == "streaming"
+        refused = httpx.patch(url, json={"body": "Mine."}, headers=slow.auth)
+        assert refused.status_code == 409
+        error = refused.json()["error"]
+        assert error["code"] == "conflict"
+        assert error["message"] == (
+            f"draft {start['draft_id']!r} is still being written; edit it once it ends"
+        )
+        draft = stored(slow, start["draft_id"])
+        assert (draft["status"], draft["edited_body"]) == ("streaming", None)
+        rest = [line for line in lines if line.startswith("event: ")]
+    assert rest[-1] == "event: incomplete"
+    edited = httpx.patch(url, json={"body": "Mine."}, headers=slow.auth)
+    assert edited.status_code == 200
+    assert (edited.json()["status"], edited.json()["edited_body"]) == ("incomplete", "Mine.")
+
+
+def test_a_failure_of_ours_mid_stream_ends_with_an_error_event(slow: LiveServer) -> None:
+    """The database loses the drafts table while a stream pauses: when the stream ends and
+    its result cannot be stored, the client gets an `error` event (code and message, no
+    internals) rather than a cut connection; the run stores nothing more."""
+    slow.reset()
+    shape(slow, {"kind": "stall", "after_tokens": 3, "seconds": 1})
+    database = sqlite3.connect(slow.runtime.db.urls.sqlite_path, isolation_level=None)
+    headers = {**slow.auth, "accept": "text/event-stream"}
+    try:
+        with httpx.stream(
+            "POST", f"{slow.url}/api/v1/drafts", json=ASK, headers=headers, timeout=30
+        ) as response:
+            lines = response.iter_lines()
+            start = json.loads(next(line for line in lines if line.startswith("data: "))[6:])
+            assert stored(slow, start["draft_id"])["status"] == "streaming"
+            database.execute("ALTER TABLE drafts RENAME TO drafts_away")
+            text = "\n".join(lines)
+    finally:
+        database.execute("ALTER TABLE drafts_away RENAME TO drafts")
+        database.close()
+    last = text.strip().split("\n\n")[-1].split("\n")
+    assert last[0] == "event: error"
+    assert json.loads(last[1][6:]) == {
+        "code": "internal_error",
+        "message": "the draft failed on our side; try again",
+    }
+    assert "event: incomplete" not in text
+    assert stored(slow, start["draft_id"])["partial_text"] is None

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from roleferry import migrations
 from roleferry.db import Database, DatabaseUrls
+from roleferry.drafting.stream import model_chain
 from roleferry.outreach import service
 from roleferry.outreach.dispatch import Dispatcher, TickResult
-from roleferry.outreach.drafts import model_chain
 from roleferry.outreach.models import Enrollment, Sender, SequenceDef, SequenceRun, SequenceSend
 from roleferry.providers.registry import Providers
 from roleferry.providers.sendgrid.client import SendGridClient

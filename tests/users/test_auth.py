@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.test_http_basics import assert_error_shape
-from tests.conftest import bearer, create_user
+from tests.conftest import bearer, create_user, make_settings, start_client
 
 
 def api_v1_routes(client: TestClient) -> list[tuple[str, str]]:
@@ -134,3 +135,47 @@ def test_key_changes_survive_a_busy_sqlite_writer(client: TestClient) -> None:
     finally:
         stop.set()
         writer.join()
+
+
+def test_a_key_revoked_by_another_process_stops_working_within_the_cache_bound(
+    tmp_path: Path,
+) -> None:
+    """A key this process checked lately is answered from its cache; revoked in the database
+    by someone else (another process), it still works here until the entry ages out
+    (`api_key_cache_s`), then not."""
+    from sqlalchemy import update
+
+    from roleferry.users.models import ApiKey, utcnow
+
+    with start_client(make_settings(tmp_path, api_key_cache_s=2.0)) as client:
+        key = create_user(client, "a@example.com")
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        assert client.get("/api/v1/me", headers=bearer(key)).status_code == 200
+
+        async def revoke_elsewhere() -> None:
+            async with runtime.db.write_session() as session:
+                await session.execute(update(ApiKey).values(revoked_at=utcnow()))
+
+        client.portal.call(revoke_elsewhere)  # type: ignore[union-attr]
+        assert client.get("/api/v1/me", headers=bearer(key)).json()["email"] == "a@example.com"
+        time.sleep(2.0)
+        assert client.get("/api/v1/me", headers=bearer(key)).status_code == 401
+
+
+def test_without_the_cache_a_revoked_key_stops_at_once_everywhere(tmp_path: Path) -> None:
+    """`api_key_cache_s=0`: every request asks the database."""
+    from sqlalchemy import update
+
+    from roleferry.users.models import ApiKey, utcnow
+
+    with start_client(make_settings(tmp_path, api_key_cache_s=0)) as client:
+        key = create_user(client, "a@example.com")
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        assert client.get("/api/v1/me", headers=bearer(key)).status_code == 200
+
+        async def revoke_elsewhere() -> None:
+            async with runtime.db.write_session() as session:
+                await session.execute(update(ApiKey).values(revoked_at=utcnow()))
+
+        client.portal.call(revoke_elsewhere)  # type: ignore[union-attr]
+        assert client.get("/api/v1/me", headers=bearer(key)).status_code == 401

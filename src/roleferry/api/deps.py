@@ -43,7 +43,7 @@ async def get_current_user(
     """The key's user, within its request rate limit (429 past it)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    user = await users.authenticate(session, credentials.credentials)
+    user = await users.authenticate(session, credentials.credentials, runtime.api_keys)
     # End the read: on SQLite a transaction that read and then writes fails at once ("database
     # is locked") if anyone committed in between, so the route's writes must start afresh.
     await session.commit()

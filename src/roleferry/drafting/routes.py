@@ -18,8 +18,8 @@ from roleferry.api.times import UtcDateTime
 from roleferry.drafting import service
 from roleferry.drafting.models import Draft
 from roleferry.drafting.prompt import DraftRequest
-from roleferry.drafting.stream import ModelChain
-from roleferry.errors import Conflict, ServiceUnavailable
+from roleferry.drafting.stream import ModelChain, model_chain
+from roleferry.errors import ApiError, Conflict, ServiceUnavailable
 from roleferry.runtime import Runtime
 from roleferry.users.models import utcnow
 
@@ -97,17 +97,7 @@ def chain_of(runtime: Runtime, request: Request) -> ModelChain:
         raise ServiceUnavailable("the server is starting; try again in a moment")
     built: tuple[object, ModelChain] | None = getattr(request.app.state, "draft_chain", None)
     if built is None or built[0] is not providers:
-        settings = runtime.settings
-        chain = ModelChain(
-            providers.clients["anthropic"],
-            providers.policies["anthropic"],
-            providers.store,
-            providers.stats,
-            models=settings.anthropic_models,
-            first_token_s=settings.draft_first_token_s,
-            deadline_s=settings.draft_deadline_s,
-            stall_s=settings.draft_stall_s,
-        )
+        chain = model_chain(providers, runtime.settings)
         built = request.app.state.draft_chain = (providers, chain)
     return built[1]
 
@@ -118,11 +108,14 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 
 def _sse(events: AsyncIterator[service.Event], status_code: int) -> StreamingResponse:
     async def body() -> AsyncIterator[bytes]:
-        """The run's events; a failure of ours mid-stream (the database gone) ends with an
-        `error` event, so the client is told rather than cut off."""
+        """The run's events; a failure of ours mid-stream (the database gone, or the credits
+        taken by another draft at the same moment) ends with an `error` event, so the client
+        is told rather than cut off."""
         try:
             async for name, data in events:
                 yield _event(name, data)
+        except ApiError as exc:
+            yield _event("error", {"code": exc.code, "message": exc.message})
         except Exception as exc:
             log.error("draft_stream_failed", error_type=type(exc).__name__, exc_info=True)
             yield _event(
@@ -139,14 +132,21 @@ def _sse(events: AsyncIterator[service.Event], status_code: int) -> StreamingRes
 
 
 async def _answer(
-    request: Request, runtime: Runtime, draft: Draft, *, status_code: int
+    request: Request,
+    runtime: Runtime,
+    draft: Draft,
+    *,
+    status_code: int,
+    hold_id: int | None = None,
 ) -> StreamingResponse | JSONResponse:
     run = service.Run(
         runtime.db,
         chain_of(runtime, request),
         runtime.settings.draft_deadline_s,
         draft,
+        runtime.settings,
         new=status_code == 201,
+        hold_id=hold_id,
     )
     if SSE in request.headers.get("accept", ""):
         return _sse(run.events(), status_code)
@@ -170,21 +170,31 @@ STREAM_DOC = {
     "/drafts",
     status_code=201,
     response_model=DraftOut,
-    responses={201: STREAM_DOC, 429: {"description": "Today's token budget is spent."}},
+    responses={
+        201: STREAM_DOC,
+        402: {"description": "Not enough credits for a draft (`ai_draft`)."},
+        429: {"description": "Today's token budget is spent."},
+    },
 )
 async def create_draft(
     body: DraftRequest, request: Request, user: CurrentUser, runtime: RuntimeDep
 ) -> StreamingResponse | JSONResponse:
-    """Writes an outreach email to the recipient for the role you want, and stores it."""
+    """Writes an outreach email to the recipient for the role you want, and stores it. A
+    draft a model completes costs `ai_draft` credits, once (docs/drafting.md)."""
     chain_of(runtime, request)
-    draft = await service.prepare(runtime.db, user.id, body, runtime.settings.draft_daily_tokens)
+    settings = runtime.settings
+    draft = await service.prepare(runtime.db, user.id, body, settings.draft_daily_tokens, settings)
     return await _answer(request, runtime, draft, status_code=201)
 
 
 @router.post(
     "/drafts/{draft_id}/continue",
     response_model=DraftOut,
-    responses={200: STREAM_DOC, 409: {"description": "The draft is not incomplete."}},
+    responses={
+        200: STREAM_DOC,
+        402: {"description": "Not enough credits for a draft (`ai_draft`)."},
+        409: {"description": "The draft is not incomplete."},
+    },
 )
 async def continue_draft(
     draft_id: DraftId,
@@ -194,8 +204,11 @@ async def continue_draft(
 ) -> StreamingResponse | JSONResponse:
     """Continues an incomplete draft from its partial text."""
     chain_of(runtime, request)
-    draft = await service.reopen(runtime.db, user.id, draft_id, runtime.settings.draft_daily_tokens)
-    return await _answer(request, runtime, draft, status_code=200)
+    settings = runtime.settings
+    draft, hold_id = await service.reopen(
+        runtime.db, user.id, draft_id, settings.draft_daily_tokens, settings
+    )
+    return await _answer(request, runtime, draft, status_code=200, hold_id=hold_id)
 
 
 @router.get("/drafts")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,10 +25,14 @@ from roleferry.drafting.prompt import DraftRequest, Email
 from roleferry.drafting.stream import Call, Ended, Exhausted, ModelChain, Started, Text
 from roleferry.errors import Conflict, NotFound, TooManyRequests
 from roleferry.ids import new_id
+from roleferry.payments.credits import Credits
+from roleferry.payments.settings import PaymentSettings
 from roleferry.resilience.deadline import Deadline
 from roleferry.users.models import utcnow
 
 Event = tuple[str, dict[str, Any]]
+KIND = "ai_draft"
+"""What a draft costs (payments' price): charged once, when a model completes the draft."""
 
 
 def _day_start(now: datetime) -> datetime:
@@ -67,11 +72,19 @@ async def owned(session: AsyncSession, user_id: str, draft_id: str) -> Draft:
     return draft
 
 
-async def prepare(db: Database, user_id: str, request: DraftRequest, daily_tokens: int) -> Draft:
-    """A new draft, not yet stored (its run stores it while the model is first called), once
-    the user's budget allows it."""
+async def prepare(
+    db: Database,
+    user_id: str,
+    request: DraftRequest,
+    daily_tokens: int,
+    billing: PaymentSettings,
+) -> Draft:
+    """A new draft, not yet stored (its run stores it, and holds its price, while the model
+    is first called), once the user's budget and credits allow it: 429 or 402 before any
+    model is called."""
     async with db.session() as session:
         await check_budget(session, user_id, daily_tokens)
+        await Credits(session, billing).check(user_id, KIND, 1)
     now = utcnow()
     return Draft(
         id=new_id("drf"),
@@ -85,9 +98,12 @@ async def prepare(db: Database, user_id: str, request: DraftRequest, daily_token
     )
 
 
-async def reopen(db: Database, user_id: str, draft_id: str, daily_tokens: int) -> Draft:
-    """Claims an incomplete draft for `continue`; 409 unless it is incomplete (two continues
-    at once: one wins)."""
+async def reopen(
+    db: Database, user_id: str, draft_id: str, daily_tokens: int, billing: PaymentSettings
+) -> tuple[Draft, int | None]:
+    """Claims an incomplete draft for `continue` and holds its price (the hold's id, None
+    when drafts are free); 409 unless it is incomplete (two continues at once: one wins),
+    429 or 402 before any model is called."""
     async with db.write_session() as session:
         draft = await owned(session, user_id, draft_id)
         if draft.status != "incomplete":
@@ -102,18 +118,31 @@ async def reopen(db: Database, user_id: str, draft_id: str, daily_tokens: int) -
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(f"draft {draft_id!r} is already being continued")
+        hold = await Credits(session, billing).reserve(
+            user_id, KIND, 1, f"draft:{draft_id}:{new_id('run')}"
+        )
         await session.refresh(draft)
-    return draft
+    return draft, hold.id if hold is not None else None
 
 
 class Run:
     """One draft's writing, from the chain's first call to the stored result."""
 
     def __init__(
-        self, db: Database, chain: ModelChain, deadline_s: float, draft: Draft, *, new: bool
+        self,
+        db: Database,
+        chain: ModelChain,
+        deadline_s: float,
+        draft: Draft,
+        billing: PaymentSettings,
+        *,
+        new: bool,
+        hold_id: int | None = None,
     ) -> None:
         self.db = db
+        self.billing = billing
         self.new = new
+        self.hold_id = hold_id
         self.inserted: asyncio.Task[None] | None = None
         self.chain = chain
         self.deadline_s = deadline_s
@@ -134,8 +163,9 @@ class Run:
     async def events(self) -> AsyncIterator[Event]:
         """The events of the run; whatever stops it (a client gone), the draft is stored."""
         if self.new:
-            # Stored while the model is called, not before: the insert (a write transaction)
-            # stays off the time to first token.
+            # Stored while the model is called, not before: the insert (a write transaction
+            # with the hold of the draft's price) stays off the time to first token, and
+            # `start` may come before it ends.
             self.inserted = asyncio.create_task(self._insert())
         try:
             async for event in self._events():
@@ -147,13 +177,28 @@ class Run:
                 await asyncio.shield(self._store_incomplete("client_gone"))
 
     async def _insert(self) -> None:
+        """The draft and the hold of its price, in one transaction: no draft without its hold.
+        Two drafts at once on the last credits pass the check; the second one's hold is a
+        402 here, which ends its run before its first event (nothing stored or charged)."""
         async with self.db.write_session() as session:
             session.add(self.draft)
+            await session.flush()
+            hold = await Credits(session, self.billing).reserve(
+                self.draft.user_id, KIND, 1, f"draft:{self.draft.id}"
+            )
+            self.hold_id = hold.id if hold is not None else None
 
     async def _stored(self) -> None:
-        """Waits for the insert, before anything refers to the draft."""
+        """Waits for the insert, before the draft's row is changed."""
         if self.inserted is not None:
             await self.inserted
+
+    def _check_stored(self) -> None:
+        """The insert's failure (its hold refused: another draft took the last credits) as
+        soon as it is known: the first token does not wait for the insert, and such a run
+        stops moments after it."""
+        if self.inserted is not None and self.inserted.done():
+            self.inserted.result()
 
     async def _events(self) -> AsyncIterator[Event]:
         overall = Deadline(self.deadline_s)
@@ -161,25 +206,29 @@ class Run:
         for attempt in range(2):
             self.text = ""
             ended: Ended | None = None
-            async for piece in self.chain.stream(self._call(), overall):
-                if isinstance(piece, Started):
-                    self.model = piece.model
-                    await self._stored()
-                    yield "start", {"draft_id": draft_id, "model": piece.model, "source": "model"}
-                elif isinstance(piece, Text):
-                    self.text += piece.text
-                    yield "delta", {"text": piece.text}
-                elif isinstance(piece, Ended):
-                    ended = piece
-                    self.tokens[0] += piece.input_tokens
-                    self.tokens[1] += piece.output_tokens
-                elif isinstance(piece, Exhausted):
-                    break
+            async with aclosing(self.chain.stream(self._call(), overall)) as pieces:
+                async for piece in pieces:
+                    self._check_stored()
+                    if isinstance(piece, Started):
+                        self.model = piece.model
+                        started = {"draft_id": draft_id, "model": piece.model, "source": "model"}
+                        yield "start", started
+                    elif isinstance(piece, Text):
+                        self.text += piece.text
+                        yield "delta", {"text": piece.text}
+                    elif isinstance(piece, Ended):
+                        ended = piece
+                        self.tokens[0] += piece.input_tokens
+                        self.tokens[1] += piece.output_tokens
+                    elif isinstance(piece, Exhausted):
+                        break
             if ended is None:
                 break
             full = self.prefill + ended.text
             if ended.broken:
-                await self._store_incomplete(ended.broken)
+                # Shielded, as every store of the run: a client gone meanwhile must not
+                # leave the draft `streaming`.
+                await asyncio.shield(self._store_incomplete(ended.broken))
                 yield (
                     "incomplete",
                     {
@@ -193,7 +242,7 @@ class Run:
                 return
             checked = prompt.check(full, self.request)
             if isinstance(checked, Email):
-                yield "done", await self._store(checked, "model", ended.model)
+                yield "done", await asyncio.shield(self._store(checked, "model", ended.model))
                 return
             CHECK_FAILURES.labels(checked).inc()
             if attempt == 0:
@@ -204,12 +253,13 @@ class Run:
             yield "restart", {"draft_id": draft_id, "reason": "template"}
         yield "start", {"draft_id": draft_id, "model": None, "source": "template"}
         yield "delta", {"text": prompt.as_text(email)}
-        yield "done", await self._store(email, "template", None)
+        yield "done", await asyncio.shield(self._store(email, "template", None))
 
     def _usage(self) -> dict[str, int]:
         return {"input_tokens": self.tokens[0], "output_tokens": self.tokens[1]}
 
     async def _store(self, email: Email, source: str, model: str | None) -> dict[str, Any]:
+        await self._stored()
         self.ended = True
         async with self.db.write_session() as session:
             draft = await session.get(Draft, self.draft.id)
@@ -219,6 +269,7 @@ class Run:
             draft.incomplete_reason = None
             draft.input_tokens += self.tokens[0]
             draft.output_tokens += self.tokens[1]
+            await self._settle(session, 1 if source == "model" else 0)
         DRAFTS.labels(source, "complete").inc()
         return {
             "draft_id": self.draft.id,
@@ -231,6 +282,7 @@ class Run:
 
     async def _store_incomplete(self, reason: str) -> None:
         """Keeps the text so far (after any prefill) for `continue`."""
+        await self._stored()
         self.ended = True
         async with self.db.write_session() as session:
             draft = await session.get(Draft, self.draft.id)
@@ -240,4 +292,14 @@ class Run:
             draft.incomplete_reason = reason
             draft.input_tokens += self.tokens[0]
             draft.output_tokens += self.tokens[1]
+            await self._settle(session, 0)
         DRAFTS.labels("model", "incomplete").inc()
+
+    async def _settle(self, session: AsyncSession, uses: int) -> None:
+        """Closes this run's hold in the transaction that stores how the run ended: the draft's
+        one charge when a model completed it (its reference is the draft's, so it is never
+        charged twice), else nothing spent."""
+        if self.hold_id is not None:
+            await Credits(session, self.billing).settle(
+                self.hold_id, uses, f"{KIND}:{self.draft.id}"
+            )

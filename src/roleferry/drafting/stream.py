@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,9 @@ from roleferry.resilience.store import StateStore
 
 if TYPE_CHECKING:
     from anthropic.lib.streaming import AsyncMessageStream, AsyncMessageStreamManager
+
+    from roleferry.config import Settings
+    from roleferry.providers.registry import Providers
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class ModelChain:
             model: Policy(f"{client.name}/{model}", config, store, observer) for model in models
         }
 
-    async def stream(self, call: Call, overall: Deadline) -> AsyncIterator[Piece]:
+    async def stream(self, call: Call, overall: Deadline) -> AsyncGenerator[Piece]:
         """Started, Text…, Ended from the first model that gives a first token; Exhausted if
         none does."""
         if self.client._sdk is None:
@@ -159,9 +162,13 @@ class ModelChain:
                 if isinstance(error, QuotaExhausted):
                     break
                 continue
-            yield Started(model)
-            async for piece in self._follow(opened, overall):
-                yield piece
+            try:
+                yield Started(model)
+                async for piece in self._follow(opened, overall):
+                    yield piece
+            finally:
+                # A caller that stops reading (its draft refused) still frees the connection.
+                await _close(opened.manager)
             return
         yield Exhausted(reasons)
 
@@ -252,3 +259,17 @@ def _why_broken(exc: Exception) -> str:
 async def _close(manager: AsyncMessageStreamManager[Any]) -> None:
     """Closes a stream's connection; shielded, so a cancelled caller still frees it."""
     await asyncio.shield(manager.__aexit__(None, None, None))
+
+
+def model_chain(providers: Providers, settings: Settings) -> ModelChain:
+    """The chain the drafting API and the sequence dispatcher draft with, from settings."""
+    return ModelChain(
+        providers.clients["anthropic"],
+        providers.policies["anthropic"],
+        providers.store,
+        providers.stats,
+        models=settings.anthropic_models,
+        first_token_s=settings.draft_first_token_s,
+        deadline_s=settings.draft_deadline_s,
+        stall_s=settings.draft_stall_s,
+    )

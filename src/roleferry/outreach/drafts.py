@@ -26,7 +26,6 @@ from roleferry.drafting.stream import ModelChain
 from roleferry.errors import ApiError
 from roleferry.outreach import service
 from roleferry.outreach.models import Enrollment, SequenceDef, SequenceSend
-from roleferry.providers.registry import Providers
 
 log = structlog.get_logger(__name__)
 
@@ -58,20 +57,6 @@ def text_of(draft: Draft) -> tuple[str, str] | None:
     if subject and body:
         return subject, body
     return None
-
-
-def model_chain(providers: Providers, settings: Settings) -> ModelChain:
-    """The model chain the dispatcher drafts with, configured as the drafting API's."""
-    return ModelChain(
-        providers.clients["anthropic"],
-        providers.policies["anthropic"],
-        providers.store,
-        providers.stats,
-        models=settings.anthropic_models,
-        first_token_s=settings.draft_first_token_s,
-        deadline_s=settings.draft_deadline_s,
-        stall_s=settings.draft_stall_s,
-    )
 
 
 @dataclass
@@ -129,13 +114,19 @@ class Drafter:
         """Drafts one step; returns what became of it (ready, retry, incomplete, refused)."""
         try:
             draft = await drafting.prepare(
-                self.db, item.user_id, item.request, self.settings.draft_daily_tokens
+                self.db,
+                item.user_id,
+                item.request,
+                self.settings.draft_daily_tokens,
+                self.settings,
             )
         except ApiError as exc:
             async with self.db.write_session() as session:
                 await self._wait(session, item, "draft_waiting", exc.message)
             return "refused"
-        run = drafting.Run(self.db, self.chain, self.settings.draft_deadline_s, draft, new=True)
+        run = drafting.Run(
+            self.db, self.chain, self.settings.draft_deadline_s, draft, self.settings, new=True
+        )
         async for _event in run.events():
             pass
         async with self.db.write_session() as session:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roleferry.db import Database
 from roleferry.errors import ApiError
 from roleferry.payments.ledger import Balance, InsufficientCredits, Ledger
-from roleferry.payments.models import CreditEntry, CreditReservation
+from roleferry.payments.models import CreditBalance, CreditEntry, CreditReservation
 from roleferry.payments.settings import PaymentSettings
 
 
@@ -48,6 +48,17 @@ class Credits:
     async def balance(self, user_id: str) -> Balance:
         await self.welcome(user_id)
         return await self.ledger.balance(user_id)
+
+    async def check(self, user_id: str, kind: str, units: int) -> None:
+        """402 unless `units` uses of `kind` are available now. Reads only (a new user's
+        starting grant counts before it is posted), for a hot path whose hold comes later."""
+        price = self.settings.price(kind)
+        if price == 0 or units <= 0:
+            return
+        row = await self.session.get(CreditBalance, user_id, populate_existing=True)
+        have = row.available if row is not None else self.settings.starting_credits
+        if have < price * units:
+            raise payment_required(InsufficientCredits(user_id, have, price * units), kind, price)
 
     async def charge(self, user_id: str, kind: str, units: int, reference: str) -> int:
         """Spends `units` uses of `kind` now; 402 if the credits are not there. Returns the
@@ -95,6 +106,15 @@ class Credits:
 
     async def release(self, reservation: CreditReservation) -> int:
         return await self.ledger.release(reservation)
+
+    async def settle(self, hold_id: int, units: int, reference: str) -> None:
+        """Closes a hold: spends `units` uses out of it (once per `reference`) and gives back
+        the rest."""
+        hold = await self.session.get(CreditReservation, hold_id)
+        assert hold is not None
+        if units:
+            await self.commit(hold, units, reference)
+        await self.release(hold)
 
 
 async def charge(
@@ -146,10 +166,6 @@ async def metered(
     finally:
         if hold is not None:
             async with database.write_session() as session:
-                credits = Credits(session, settings)
-                fresh = await session.get(CreditReservation, hold.id)
-                assert fresh is not None
-                used = min(meter.used, most)
-                if used:
-                    await credits.commit(fresh, used, f"{reference}:used")
-                await credits.release(fresh)
+                await Credits(session, settings).settle(
+                    hold.id, min(meter.used, most), f"{reference}:used"
+                )

@@ -81,7 +81,10 @@ async def get_api_key(key_id: str, user: CurrentUser, session: SessionDep) -> Ap
 @router.delete("/api-keys/{key_id}")
 async def revoke_api_key(key_id: str, user: CurrentUser, runtime: RuntimeDep) -> ApiKeyOut:
     async with runtime.db.write_session() as session:
-        return ApiKeyOut.of(await service.revoke_key(session, user, key_id))
+        row = await service.revoke_key(session, user, key_id)
+    # Forgotten once the revocation is committed: a request in between cannot cache it again.
+    runtime.api_keys.forget(row.key_hash)
+    return ApiKeyOut.of(row)
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)

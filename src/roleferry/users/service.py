@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import joinedload, make_transient_to_detached
 
 from roleferry.errors import Conflict, NotFound
+from roleferry.users.keycache import KeyCache
 from roleferry.users.models import ApiKey, User, utcnow
 
 KEY_PREFIX = "rf_"
@@ -61,13 +62,29 @@ async def issue_key(session: AsyncSession, user: User, *, name: str) -> IssuedKe
     return IssuedKey(record=record, raw=raw)
 
 
-async def authenticate(session: AsyncSession, raw_key: str) -> User | None:
+async def authenticate(
+    session: AsyncSession, raw_key: str, cache: KeyCache | None = None
+) -> User | None:
+    """The key's user, unless the key is unknown or revoked. With `cache`, a key seen lately
+    is answered without a query (its user attached to `session` as if loaded)."""
+    key_hash = hash_key(raw_key)
+    known = cache.get(key_hash) if cache is not None else None
+    if known is not None:
+        user = User(**known)
+        make_transient_to_detached(user)
+        session.add(user)
+        return user
+    generation = cache.generation if cache is not None else 0
     row = await session.scalar(
         select(ApiKey)
         .options(joinedload(ApiKey.user))
-        .where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
     )
-    return row.user if row is not None else None
+    if row is None:
+        return None
+    if cache is not None:
+        cache.put(key_hash, row.user, generation)
+    return row.user
 
 
 async def list_keys(session: AsyncSession, user: User) -> list[ApiKey]:
