@@ -67,7 +67,7 @@ class Heartbeat:
         self.recover = recover
         self.interval_s = interval_s
         self.dead_after_s = dead_after_s
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def claim(self) -> None:
         """Writes this process's first heartbeat. An id whose row is still fresh may be this
@@ -98,11 +98,17 @@ class Heartbeat:
         return claimed is not None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="executor-heartbeat")
+        """Beats and looks for the dead in two loops: a take-over (DBOS's recovery of many
+        workflows) never delays this process's own beat, or it would look dead in turn."""
+        self._tasks = [
+            asyncio.create_task(self._every(self.beat), name="executor-heartbeat"),
+            asyncio.create_task(self._every(self.take_over_dead), name="executor-take-over"),
+        ]
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        self._tasks = []
 
     async def hand_back(self) -> None:
         """Dates this executor back, so that a survivor takes over its unfinished workflows at
@@ -114,11 +120,10 @@ class Heartbeat:
                 .values(last_seen=func.now() - timedelta(days=1))
             )
 
-    async def _run(self) -> None:
+    async def _every(self, work: Callable[[], Awaitable[object]]) -> None:
         while True:
             try:
-                await self.beat()
-                await self.take_over_dead()
+                await work()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -51,10 +51,12 @@ def test_the_executor_id_reaches_dbos(tmp_path: Path, postgres_url: str) -> None
     assert asyncio.run(run()) == runtime.executor_id
 
 
-async def _heartbeats(url: str, names: list[str], recovered: list[str]) -> list[Heartbeat]:
+async def _heartbeats(
+    url: str, names: list[str], recovered: list[str], recover_s: float = 0.3
+) -> list[Heartbeat]:
     async def recover(executor_id: str) -> int:
         recovered.append(executor_id)
-        await asyncio.sleep(0.3)  # holds the row lock while another survivor looks
+        await asyncio.sleep(recover_s)  # holds the row lock while another survivor looks
         return 1
 
     return [Heartbeat(Database(url), name, recover, 0.1, 1.0) for name in names]
@@ -87,6 +89,36 @@ def test_a_dead_executor_is_taken_over_by_one_survivor_only(
     assert taken == ["dead"]
     assert recovered == ["dead"]
     assert left == ["a", "b"]
+
+
+@pytest.mark.postgres
+def test_a_long_take_over_does_not_hold_back_the_survivors_own_heartbeat(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Recovering a dead executor's workflows can take longer than the bound: the survivor
+    keeps beating meanwhile, so no other process takes it for dead in turn (a cascade that
+    moved one job between every process of a loaded cluster)."""
+    Runtime(make_settings(tmp_path, database_url=postgres_url)).migrate()
+    recovered: list[str] = []
+
+    async def run() -> list[str]:
+        beats = await _heartbeats(postgres_url, ["gone", "survivor", "watcher"], recovered, 2.5)
+        gone, survivor, watcher = beats
+        for beat in beats:
+            await beat.claim()
+        await gone.hand_back()
+        survivor.start()
+        try:
+            await asyncio.sleep(2.0)  # the survivor is recovering "gone" for 2.5 s
+            taken = await watcher.take_over_dead()
+        finally:
+            await survivor.stop()
+            for beat in beats:
+                await beat.database.dispose()
+        return taken
+
+    assert asyncio.run(run()) == []
+    assert recovered == ["gone"]
 
 
 @pytest.mark.postgres
