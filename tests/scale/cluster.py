@@ -167,6 +167,6 @@ def base_env(tmp_path: Path, database_url: str, redis_url: str, sandbox_url: str
         "ROLEFERRY_USER_BUDGET_SHARE": "1",
         **{
             f"ROLEFERRY_{p.upper()}_BASE_URL": f"{sandbox_url}/sandbox/{p}"
-            for p in ("apollo", "clay", "hunter")
+            for p in ("apollo", "clay", "hunter", "sendgrid", "anthropic", "stripe")
         },
     }
