@@ -23,6 +23,7 @@ from roleferry.enrichment.intake import Row
 from roleferry.sandbox.world import World
 from tests.enrichment.test_jobs_api import Catcher, contacts, create, people, results, wait_done
 from tests.support.live_server import LiveServer, live_server
+from tests.support.waiting import wait_for
 
 WORLD = World(7)
 ISO_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -55,14 +56,6 @@ def get(live: LiveServer, path: str, key: str | None = None, **params: Any) -> h
 def job(live: LiveServer, job_id: str, key: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = get(live, f"/{job_id}", key).json()
     return body
-
-
-def wait_for(check: Any, timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def user_id(live: LiveServer, key: str | None = None) -> str:

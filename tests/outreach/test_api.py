@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support.live_server import LiveServer, live_server
+from tests.support.waiting import wait_for
 
 ALWAYS = {"days": [0, 1, 2, 3, 4, 5, 6], "start_hour": 0, "end_hour": 24}
 
@@ -55,16 +56,6 @@ def setup_sequence(live: LiveServer, steps: int = 2, delay_s: float = 3600) -> s
     assert created.status_code == 201, created.text
     sequence_id: str = created.json()["id"]
     return sequence_id
-
-
-def wait_for(check: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def mail(live: LiveServer, email: str | None = None) -> list[dict[str, Any]]:

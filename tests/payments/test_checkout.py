@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from roleferry.payments.models import CreditEntry, Payment
 from roleferry.users import service as users
 from tests.support.live_server import LiveServer, live_server
+from tests.support.waiting import wait_for
 from tests.support.webhooks import in_db
 
 CARD_OK = "4242424242424242"
@@ -33,16 +34,6 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
     with live_server(tmp_path, stripe_rate_limit="1000/1") as server:
         server.control("stripe", duplicate_rate=0.0)
         yield server
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def checkout(live: LiveServer, pack: str = "small", key: str | None = None) -> dict[str, Any]:

@@ -7,10 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 30, interval: float = 0.05) -> Any:
-    """The condition's first truthy value; fails the test once `timeout` seconds pass."""
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 60, interval: float = 0.05, what: str = ""
+) -> Any:
+    """The condition's first truthy value; fails the test once `timeout` seconds pass (a loaded
+    2-core machine makes the generous default worth it: it only matters when a test fails)."""
     deadline = time.monotonic() + timeout
     while not (value := condition()):
-        assert time.monotonic() < deadline, "condition not reached"
+        assert time.monotonic() < deadline, f"timed out waiting for {what or 'the condition'}"
         time.sleep(interval)
     return value

@@ -26,6 +26,7 @@ from roleferry.users import service
 from roleferry.webhooks.models import WebhookEvent
 from tests.conftest import REQUIRE_SERVICES
 from tests.support.live_server import LiveServer, live_server
+from tests.support.waiting import wait_for
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 Browser, Page = playwright_api.Browser, playwright_api.Page
@@ -143,13 +144,6 @@ def check_a11y(page: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 def contacts_csv(first_company: int, rows: int) -> str:
@@ -281,7 +275,7 @@ def test_open_a_notification_from_the_bell(page: Any, server: LiveServer) -> Non
         headers={"Authorization": f"Bearer {key}"},
     ).json()
     auth = {"Authorization": f"Bearer {key}"}
-    wait_until(
+    wait_for(
         lambda: (
             httpx.get(f"{server.url}/api/v1/notifications/unread-count", headers=auth).json()[
                 "unread"
@@ -369,7 +363,7 @@ def test_filter_the_webhook_log_and_replay_a_failed_event(page: Any, server: Liv
         page.reload()
         return page.locator("#event-status").inner_text() == "applied"
 
-    wait_until(applied, 15)
+    wait_for(applied, 15)
 
 
 def test_another_users_job_url_is_not_found(page: Any, server: LiveServer) -> None:

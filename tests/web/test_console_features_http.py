@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ import pytest
 
 from roleferry.sandbox.world import World
 from tests.support.live_server import LiveServer, live_server
+from tests.support.waiting import wait_for
 
 PAGES = ("/drafts", "/drafts/drf_x", "/sequences", "/sequences/seq_x", "/enrollments/enr_x")
 FORMS = (
@@ -83,16 +84,6 @@ def held_sequence(live: LiveServer, key: str) -> dict[str, Any]:
         headers=auth,
     ).json()
     return sequence
-
-
-def wait_for(check: Callable[[], Any], seconds: float = 20) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_the_new_pages_need_a_session_and_their_forms_the_csrf_token(live: LiveServer) -> None:
