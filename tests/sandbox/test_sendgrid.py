@@ -225,3 +225,18 @@ def test_failed_batches_are_retried_and_may_come_twice_and_shuffled(sb: SandboxS
     assert len(set(positions)) == len(sent)
     assert positions != sorted(positions), "a shuffled batch is out of the order of events"
     sb.sandbox.sendgrid_sender.base_backoff_s = 1.0
+
+
+def test_the_retry_backoff_is_capped_by_the_control_plane(sb: SandboxServer) -> None:
+    """`max_retry_backoff_s`: a batch refused again and again is retried within the cap: five
+    attempts inside 8 s, where the default doubling waits 1 + 2 + 4 + 8 s for them."""
+    sb.caught.answers.extend([500] * 10)
+    sb.control("sendgrid", flush_interval_s=0.05, duplicate_rate=0.0, max_retry_backoff_s=0.3)
+    good, _ = world_people(sb)
+    send(sb, mail([good]))
+    refused = sb.wait_for("sendgrid", 1)[0][1]
+    deadline = time.monotonic() + 8
+    while [b for _, b in sb.caught.of("sendgrid")].count(refused) < 5:
+        assert time.monotonic() < deadline, "the retries waited past the cap"
+        time.sleep(0.05)
+    sb.control("sendgrid", max_retry_backoff_s=60)

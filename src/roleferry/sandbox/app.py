@@ -95,6 +95,7 @@ class Sandbox:
         self.sendgrid_sender = WebhookSender(
             "sendgrid",
             duplicate_rate=lambda: self.control["sendgrid"].faults.duplicate_rate,
+            max_backoff_s=lambda: self.control["sendgrid"].faults.max_retry_backoff_s,
             horizon_s=SENDGRID_HORIZON_S,
             targets=self.targets,
             seed=seed,
@@ -102,6 +103,7 @@ class Sandbox:
         self.stripe_sender = WebhookSender(
             "stripe",
             duplicate_rate=lambda: self.control["stripe"].faults.duplicate_rate,
+            max_backoff_s=lambda: self.control["stripe"].faults.max_retry_backoff_s,
             horizon_s=STRIPE_HORIZON_S,
             targets=self.targets,
             seed=seed + 1,

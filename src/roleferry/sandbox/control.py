@@ -91,6 +91,12 @@ class Faults(BaseModel):
     flush_interval_s: float = Field(
         0.5, gt=0, description="SendGrid batches events this often (the real one: 30 s)."
     )
+    max_retry_backoff_s: float = Field(
+        60.0,
+        gt=0,
+        description="SendGrid/Stripe webhooks: failed deliveries are retried after 1 s, "
+        "doubling up to this wait (compressed in tests of restarts).",
+    )
 
 
 class FixedWindow:

@@ -120,7 +120,7 @@ class WebhookSender:
         horizon_s: float,
         targets: DeliveryTargets,
         base_backoff_s: float = 1.0,
-        max_backoff_s: float = 60.0,
+        max_backoff_s: Callable[[], float] = lambda: 60.0,
         timeout_s: float = 10.0,
         concurrency: int = 8,
         seed: int = 7,
@@ -217,7 +217,7 @@ class WebhookSender:
             if now - delivery.first_at >= self.horizon_s:
                 self.stats.given_up += 1
                 return
-            backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (delivery.attempts - 1))
+            backoff = min(self.max_backoff_s(), self.base_backoff_s * 2 ** (delivery.attempts - 1))
             delivery.next_at = now + backoff * self._rng.uniform(0.8, 1.2)
             delivery.seq = next(self._seq)
             heapq.heappush(self._queue, delivery)
