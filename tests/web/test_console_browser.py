@@ -430,6 +430,10 @@ def test_a_sequence_is_created_enrolled_and_its_enrolment_followed(
     page.locator("#senders").get_by_role("button", name=re.compile("^Pause ")).click()
     expect(page.locator("#senders")).to_contain_text("paused by user")
     expect(page.locator("#sequence-form")).to_be_visible()  # open while there are none
+    expect(page.locator("#role_2")).to_be_hidden()
+    page.locator('input[name="kind_2"][value="ai_draft"]').check()
+    expect(page.locator("#role_2")).to_be_visible()  # left empty: step 3 is not sent
+    expect(page.locator("#subject_2")).to_be_hidden()
     check_a11y(page, "sequences")
     page.get_by_label("Name", exact=True).fill("intro")
     page.locator("#subject_0").fill("Hi {{first_name}}")

@@ -350,3 +350,109 @@ def test_enrol_the_contacts_an_enrichment_job_found(live: LiveServer) -> None:
     )
     noun = "contact" if done["found"] == 1 else "contacts"
     assert f"Enrolled {done['found']} {noun}" in enrolled.text
+
+
+def test_a_sequence_with_an_ai_step_from_the_form(live: LiveServer) -> None:
+    """The form's AI-draft step becomes the API's `ai_draft`; a step it cannot send is a 422
+    naming the step and the field; the sequence's page lists the AI step, and an enrolment
+    whose draft broke twice says it waits for it, with the draft to edit linked."""
+    key, client, csrf = user(live)
+    auth = {"Authorization": f"Bearer {key}"}
+    sender = httpx.post(
+        f"{live.url}/api/v1/senders", json={"email": "me@rf-send-01.com"}, headers=auth
+    ).json()
+    form = client.get("/sequences").text
+    assert 'name="kind_0" value="ai_draft"' in form
+    assert 'name="role_2"' in form
+    base = {
+        "csrf_token": csrf,
+        "name": "ai intro",
+        "sender_id": sender["id"],
+        "days": [str(d) for d in range(7)],
+        "start_hour": "0",
+        "end_hour": "24",
+    }
+    ai_step = {
+        "kind_0": "ai_draft",
+        "role_0": "Data Engineer",
+        "about_0": "I built the pipelines at Initech",
+        "links_0": "https://example.org/cv\n\nhttps://example.org/work\n",
+        "tone_0": "direct",
+        "length_0": "90",
+    }
+    hx = {"HX-Request": "true"}
+    for fields, said in (
+        ({**ai_step, "role_0": "  "}, "step 1: give the AI draft a role"),
+        ({**ai_step, "length_0": "1000"}, "step 1: the AI draft&#39;s length: Input should be"),
+        ({**ai_step, "tone_0": "shouty"}, "step 1: the AI draft&#39;s tone: Input should be"),
+        (
+            {**ai_step, "links_0": "\n".join(f"https://e.org/{i}" for i in range(6))},
+            "step 1: the AI draft&#39;s links: List should have at most 5 items",
+        ),
+        ({**ai_step, "subject_1": "Again", "body_1": ""}, "step 2: the body: String should"),
+    ):
+        refused = client.post("/sequences", data={**base, **fields}, headers=hx)
+        assert refused.status_code == 422, fields
+        assert said in refused.text, refused.text
+    assert httpx.get(f"{live.url}/api/v1/sequences", headers=auth).json() == []
+    made = client.post(
+        "/sequences",
+        data={
+            **base,
+            **ai_step,
+            "delay_days_1": "2",
+            "kind_1": "template",
+            "subject_1": "Following up, {{first_name}}",
+            "body_1": "Any thoughts?",
+            "kind_2": "ai_draft",
+            "role_2": "",
+        },
+        follow_redirects=False,
+    )
+    assert made.status_code == 303, made.text
+    sequence_path = made.headers["location"]
+    steps = httpx.get(f"{live.url}/api/v1{sequence_path}", headers=auth).json()["steps"]
+    assert steps == [
+        {
+            "delay_s": 0.0,
+            "ai_draft": {
+                "role": "Data Engineer",
+                "about": "I built the pipelines at Initech",
+                "links": ["https://example.org/cv", "https://example.org/work"],
+                "tone": "direct",
+                "length": 90,
+            },
+        },
+        {"delay_s": 172800.0, "subject": "Following up, {{first_name}}", "body": "Any thoughts?"},
+    ]
+    page = client.get(sequence_path).text
+    assert '<span class="tag st-ai">AI draft</span> <strong>Data Engineer</strong>, direct' in page
+    assert "about 90 words: “I built the pipelines at Initech”" in page
+    assert "<strong>Following up, {{first_name}}</strong>" in page
+    assert "(1 AI-drafted)" in client.get("/sequences").text
+    live.control("anthropic", stream_faults=[{"kind": "cut", "after_tokens": 3, "times": 2}])
+    enrolled = client.post(
+        f"{sequence_path}/enrollments",
+        data={"csrf_token": csrf, "contacts": "email,first_name,company\nann@acme.org,Ann,Acme\n"},
+    )
+    assert "Enrolled 1 contact." in enrolled.text
+    enrollment_id = re.search(r'href="/enrollments/(enr_[^"]+)">ann@acme.org', enrolled.text)
+    assert enrollment_id is not None
+    path = f"/enrollments/{enrollment_id.group(1)}"
+    api = f"{live.url}/api/v1{path}"
+    waiting = wait_for(
+        lambda: (
+            (e := httpx.get(api, headers=auth).json())["steps"][0]["draft_state"] == "incomplete"
+            and e
+        )
+    )
+    assert waiting["waiting_for"] == "draft"
+    draft_id = waiting["steps"][0]["draft_id"]
+    shown = client.get(path).text
+    assert (
+        f'waiting for its AI draft: <a href="/drafts/{draft_id}">edit the unfinished draft</a>'
+        in shown
+    )
+    assert f'<a href="/drafts/{draft_id}">incomplete</a>' in shown
+    assert client.get(f"/drafts/{draft_id}").status_code == 200
+    assert "waiting for its AI draft" in client.get(f"{sequence_path}/enrollments").text

@@ -3,7 +3,14 @@
 when the step becomes `sent` and released when it is proven not to have gone (refused,
 suppressed or stopped before the call, failed with an answer that proves nothing was
 queued, scheduled again after the ambiguity window). So a sent email costs exactly once, a
-crash or a retry adds nothing, and an email that never went costs nothing."""
+crash or a retry adds nothing, and an email that never went costs nothing.
+
+Lock order, in every transaction that touches sequence sends and credits (the dispatcher's
+claim, release and record, the webhook processor's events): sequence sends, then senders (by
+id), then the users' credit balances (by user id), last. PostgreSQL deadlocks when two
+transactions take two of these in opposite orders: a claim holding a sender and waiting for a
+balance while an event batch held that balance (spent when marking a step sent) and waited for
+the sender (its bounce-rate check)."""
 
 from __future__ import annotations
 
@@ -21,6 +28,12 @@ KIND = "email_sent"
 
 def reference(send_id: str, attempt: int) -> str:
     return f"{KIND}:{send_id}:{attempt}"
+
+
+async def lock_balances(session: AsyncSession, user_ids: Iterable[str]) -> None:
+    """Takes the users' credit rows, last in the lock order (above), before holding, spending
+    or releasing any of them."""
+    await Ledger(session).lock_balances(user_ids)
 
 
 async def hold(session: AsyncSession, settings: PaymentSettings, send: SequenceSend) -> bool:
@@ -46,9 +59,14 @@ async def spend(session: AsyncSession, send: SequenceSend) -> None:
 
 
 async def release(session: AsyncSession, sends: Iterable[tuple[str, int]]) -> None:
-    """Steps `(send_id, attempt)` that did not go: their holds go back to the user."""
+    """Steps `(send_id, attempt)` that did not go: their holds go back to their users, whose
+    balances are locked first in user order (several users' steps may be released at once)."""
     ledger = Ledger(session)
-    for send_id, attempt in sorted(sends):
-        held = await ledger.reservation(reference(send_id, attempt))
-        if held is not None:
-            await ledger.release(held)
+    holds = [
+        held
+        for send_id, attempt in sorted(sends)
+        if (held := await ledger.reservation(reference(send_id, attempt))) is not None
+    ]
+    await ledger.lock_balances(h.user_id for h in holds)
+    for held in holds:
+        await ledger.release(held)

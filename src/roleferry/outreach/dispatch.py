@@ -304,10 +304,10 @@ class Dispatcher:
                     )
                 ).all()
             )
+            # No event within the window: taken as not sent, so not paid for.
+            await billing.release(session, [(send.id, send.attempts) for send in stale])
             for send in stale:
                 status = statuses.get(send.enrollment_id)
-                # No event within the window: taken as not sent, so not paid for.
-                await billing.release(session, [(send.id, send.attempts)])
                 if status in service.ACTIVE:
                     send.state = "scheduled"
                     send.due_at = now if status == "active" else None
@@ -363,6 +363,9 @@ class Dispatcher:
                     .with_for_update()
                 )
             }
+            # Senders, then credits (billing.py's lock order): the holds below lock no
+            # balance row this transaction does not already have.
+            await billing.lock_balances(session, {s.user_id for s in due})
             users = {
                 u.id: u
                 for u in await session.scalars(
@@ -651,7 +654,7 @@ class Dispatcher:
             )
             rows = moved.all()
             attempts = {i.send_id: i.attempt for i in items}
-            await billing.release(session, [(id_, attempts[id_]) for id_, _ in rows])
+            # Senders before credits: billing.py's lock order.
             for sender_id, count in sorted(Counter(sender for _, sender in rows).items()):
                 await session.execute(
                     update(Sender)
@@ -662,6 +665,7 @@ class Dispatcher:
                         )
                     )
                 )
+            await billing.release(session, [(id_, attempts[id_]) for id_, _ in rows])
 
     async def _record_failed(self, item: Claimed, exc: ProviderError) -> None:
         now = self.clock()

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from roleferry.notifications.models import Notification
-from roleferry.outreach import service
+from roleferry.outreach import billing, service
 from roleferry.outreach.models import Enrollment, Sender, SequenceDef, SequenceSend
 from roleferry.webhooks.models import InboxEvent
 
@@ -52,6 +52,21 @@ async def apply(session: AsyncSession, events: Sequence[InboxEvent]) -> None:
             .with_for_update()
         )
     }
+    # billing.py's lock order: sends (above), then the senders a bounce may pause (locked
+    # now, not at the bounce-rate check after credits were spent), then the credits spent
+    # for steps this batch marks sent. The dispatcher's claim takes senders, then credits.
+    bouncing = {
+        sends[e.payload["send_id"]].sender_id
+        for e in mine
+        if e.type == "bounce" and e.payload["send_id"] in sends
+    }
+    if bouncing:
+        await session.execute(
+            select(Sender.id).where(Sender.id.in_(bouncing)).order_by(Sender.id).with_for_update()
+        )
+    await billing.lock_balances(
+        session, {s.user_id for s in sends.values() if s.state == "sending"}
+    )
     bounced_senders: set[str] = set()
     stops: dict[str, list[str]] = {}
     dropped: list[str] = []

@@ -15,6 +15,7 @@ would go negative, the operation's entry is removed before anything commits and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,19 @@ class Ledger:
     async def balance(self, user_id: str) -> Balance:
         row = await self.session.get(CreditBalance, user_id, populate_existing=True)
         return Balance(row.available, row.reserved) if row else Balance(0, 0)
+
+    async def lock_balances(self, user_ids: Iterable[str]) -> None:
+        """Locks these users' balance rows (PostgreSQL; SQLite has one writer) in user order.
+        A transaction that moves several users' credits takes them here first, so two such
+        transactions wait for each other instead of each holding a row the other needs."""
+        ids = sorted(set(user_ids))
+        if ids:
+            await self.session.execute(
+                select(CreditBalance.user_id)
+                .where(CreditBalance.user_id.in_(ids))
+                .order_by(CreditBalance.user_id)
+                .with_for_update()
+            )
 
     async def post(
         self, user_id: str, reason: str, reference: str, postings: dict[str, int]

@@ -101,6 +101,62 @@ async def pause_sender(
     return redirect_after(request, "/sequences")
 
 
+class StepProblem(ValueError):
+    """A step of the form that cannot be sent to the API, with what to fix."""
+
+
+STEP_FIELDS = {
+    "subject": "the subject",
+    "body": "the body",
+    "role": "the AI draft's role",
+    "about": "the AI draft's line about you",
+    "links": "the AI draft's links",
+    "tone": "the AI draft's tone",
+    "length": "the AI draft's length",
+}
+
+
+def _step(form: Any, n: int) -> dict[str, Any] | None:
+    """Step `n` of the form as the API's step (`subject` and `body`, or `ai_draft`), checked
+    by the API's own schema; None for a later step left empty."""
+
+    def field(name: str) -> str:
+        return str(form.get(f"{name}_{n}", "") or "").strip()
+
+    ai = field("kind") == "ai_draft"
+    if n and not field("role" if ai else "subject"):
+        return None
+    try:
+        delay_s = float(field("delay_days") or "0") * 86_400
+    except ValueError:
+        raise StepProblem("the delay must be a number of days") from None
+    step: dict[str, Any] = {"delay_s": delay_s}
+    if ai:
+        if not field("role"):
+            raise StepProblem("give the AI draft a role (the job you are writing about)")
+        step["ai_draft"] = {
+            "role": field("role"),
+            "about": field("about") or None,
+            "links": [line.strip() for line in field("links").splitlines() if line.strip()],
+            "tone": field("tone") or "friendly",
+            "length": field("length") or "120",
+        }
+    else:
+        step |= {"subject": field("subject"), "body": str(form.get(f"body_{n}", ""))}
+    try:
+        outreach_api.StepIn.model_validate(step)
+    except ValidationError as exc:
+        raise StepProblem("; ".join(_said(e["loc"], e["msg"]) for e in exc.errors())) from None
+    return step
+
+
+def _said(loc: tuple[Any, ...], message: str) -> str:
+    """A schema error in the form's words: the field's label, not its path in the API."""
+    message = message.removeprefix("Value error, ")
+    named = [STEP_FIELDS[p] for p in reversed(loc) if isinstance(p, str) and p in STEP_FIELDS]
+    return f"{named[0]}: {message}" if named else message
+
+
 @router.post("/sequences", response_model=None)
 async def create_sequence(
     request: Request,
@@ -113,21 +169,16 @@ async def create_sequence(
     end_hour: Annotated[str, Form()] = "17",
 ) -> Response:
     """`POST /api/v1/sequences` from the form: up to three steps (the later ones when their
-    subject is filled in), the window's days as checkboxes."""
+    subject, or their AI draft's role, is filled in), the window's days as checkboxes."""
     form = await request.form()
     steps = []
     for n in range(STEPS_OFFERED):
-        subject = str(form.get(f"subject_{n}", "")).strip()
-        if n and not subject:
-            continue
-        delay_days = str(form.get(f"delay_days_{n}", "0") or "0")
         try:
-            delay_s = float(delay_days) * 86_400
-        except ValueError:
-            return _error(request, f"step {n + 1}: the delay must be a number of days", 422)
-        steps.append(
-            {"delay_s": delay_s, "subject": subject, "body": str(form.get(f"body_{n}", ""))}
-        )
+            step = _step(form, n)
+        except StepProblem as exc:
+            return _error(request, f"step {n + 1}: {exc}", 422)
+        if step is not None:
+            steps.append(step)
     fields = {
         "name": name,
         "sender_id": sender_id,
