@@ -189,19 +189,20 @@ async def start_checkout(
     its own."""
     settings = runtime.settings
     request_hash = _request_hash(pack_name)
+    packs = settings.packs()
+    pack: Pack | None = packs.get(pack_name)
+    if pack is None:
+        # A pack is a thing on sale, named like any other resource: one not on sale is a 404,
+        # whatever key came with it.
+        raise NotFound(
+            f"no pack {pack_name!r} is on sale: choose one of {sorted(packs)}",
+            details={"packs": sorted(packs)},
+        )
     scoped = _scoped(user.id, idempotency_key) if idempotency_key else None
     if idempotency_key and scoped:
         earlier = await _keyed(db, user, scoped)
         if earlier is not None:
             return _replayed(earlier, idempotency_key, request_hash)
-    packs = settings.packs()
-    pack: Pack | None = packs.get(pack_name)
-    if pack is None:
-        # A pack is a thing on sale, named like any other resource: one not on sale is a 404.
-        raise NotFound(
-            f"no pack {pack_name!r} is on sale: choose one of {sorted(packs)}",
-            details={"packs": sorted(packs)},
-        )
     base = runtime.public_url
     success = settings.checkout_success_url or f"{base}/?checkout={{CHECKOUT_SESSION_ID}}"
     metadata = {"user_id": user.id, "pack": pack.name, "credits": str(pack.credits)}
