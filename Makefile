@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/roleferry serve
 
+# Test files run in parallel (a file's tests stay in one process, with its module fixtures):
+# most tests wait on servers, so more processes than cores pays. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 3
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check src tests bench
