@@ -31,6 +31,7 @@ from typing import Any
 
 from dbos import DBOS
 
+from _serve import rss_mib
 from roleferry.config import Settings
 from roleferry.runtime import Runtime
 
@@ -45,13 +46,6 @@ async def sleeping_enrolment(index: int) -> int:
     entered += 1
     await DBOS.sleep_async(DAY_S)
     return index
-
-
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def system_db(directory: Path) -> Path:
@@ -113,7 +107,7 @@ async def first_run(directory: Path, count: int) -> dict[str, Any]:
     figures["start_s"] = time.monotonic() - started
     waited, _ = await wait_until(lambda: entered == count and sleeps_recorded(directory) >= count)
     figures["asleep_s"] = figures["start_s"] + waited
-    figures["rss_mib"] = rss_mib()
+    figures["rss_mib"] = rss_mib(os.getpid())
     figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures["pending"] = pending_in(directory, "PENDING")
     figures.update(storage(directory))
@@ -132,7 +126,7 @@ async def restart(directory: Path, count: int) -> dict[str, Any]:
     # Every one back asleep, none run twice: the recorded sleeps were replayed, not re-taken.
     figures["pending"] = pending_in(directory, "PENDING")
     figures["sleeps_recorded"] = sleeps_recorded(directory)
-    figures["rss_mib"] = rss_mib()
+    figures["rss_mib"] = rss_mib(os.getpid())
     figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures.update(storage(directory))
     return figures
