@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from _serve import free_port
+from _serve import free_port, rss_mib
 
 ALWAYS = {"days": list(range(7)), "start_hour": 0, "end_hour": 24}
 
@@ -59,13 +59,6 @@ def start(env: dict[str, str], port: int, cwd: str) -> tuple[subprocess.Popen[by
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("roleferry serve did not start") from None
             time.sleep(0.05)
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def setup(api: Any, steps: int, delay: float, first_delay: float) -> str:
