@@ -184,7 +184,14 @@ def spec(name: str) -> ProviderSpec:
             False,
         ),
         ("stripe", 402, {"error": {"type": "card_error"}}, {}, errors.PaymentDeclined, False),
-        ("stripe", 400, {"error": {"type": "idempotency_error"}}, {}, errors.InvalidRequest, False),
+        (
+            "stripe",
+            400,
+            {"error": {"type": "idempotency_error"}},
+            {},
+            errors.IdempotencyConflict,
+            False,
+        ),
         ("sendgrid", 401, {"errors": []}, {}, errors.AuthFailed, False),
     ],
 )

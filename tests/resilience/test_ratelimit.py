@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,11 @@ HAMMER = textwrap.dedent("""
         settings = make_settings(tmp, redis_url=redis, apollo_rate_limit="10/2")
         providers = Providers(settings, url, IntegrationStats())
         sent = refused = 0
+        # Start together: a process still importing while the other spends the budget is not
+        # sharing it.
+        (tmp.parent / f"ready-{tmp.name}").touch()
+        while not (tmp.parent / "go").exists():
+            await asyncio.sleep(0.01)
         loop = asyncio.get_running_loop()
         end = loop.time() + 3
         while loop.time() < end:
@@ -147,6 +153,11 @@ def test_two_processes_sharing_redis_never_exceed_the_providers_limit(
         )
         for i in range(2)
     ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready-p{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
     results = [json.loads(p.communicate(timeout=60)[0].strip().splitlines()[-1]) for p in procs]
     statuses = sb.stats()["providers"]["apollo"]["/api/v1/people/match"]
     assert "429" not in statuses
