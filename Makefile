@@ -22,7 +22,7 @@ run: install
 
 # Test files run in parallel (a file's tests stay in one process, with its module fixtures):
 # most tests wait on servers, so more processes than cores pays. TEST_WORKERS=0 runs serially.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
