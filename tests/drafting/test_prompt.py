@@ -53,6 +53,26 @@ def test_a_search_contact_is_accepted_as_it_comes() -> None:
     assert "company: acme.com" in prompt.user_prompt(parsed)
 
 
+def test_a_contact_as_search_answers_it_is_a_recipient() -> None:
+    """`POST /contacts/search` names the company `company_name` and `company_domain`: pasted
+    as it comes, it names the recipient's company."""
+    from roleferry.providers.models import Contact
+
+    contact = Contact(
+        first_name="Jane",
+        last_name="Doe",
+        full_name="Jane Doe",
+        title="VP Product",
+        seniority="vp",
+        email="jane@acme.com",
+        company_domain="acme.com",
+        company_name="Acme",
+    ).model_dump(mode="json")
+    parsed = request(recipient=contact)
+    assert (parsed.recipient.company, parsed.recipient.domain) == ("Acme", "acme.com")
+    assert "company: Acme" in prompt.user_prompt(parsed)
+
+
 def test_a_recipient_needs_a_name_and_a_company_or_domain() -> None:
     """Missing either is a validation error that says which."""
     with pytest.raises(ValidationError, match="company or domain"):

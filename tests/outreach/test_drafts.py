@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from roleferry.drafting.models import Draft
 from roleferry.outreach.models import Enrollment, SequenceSend, TimelineEntry
@@ -148,3 +148,19 @@ async def test_contacts_without_a_name_are_rejected_from_an_ai_sequence(lab: Lab
     assert run.rejected == [
         {"email": "x@acme.org", "reason": "an AI-drafted step needs first_name or last_name"}
     ]
+
+
+async def test_no_draft_is_written_for_a_recipient_who_will_never_be_mailed(lab: Lab) -> None:
+    """A suppressed address and a blocked one: their enrolments end at the first claim, and no
+    model is asked for them (an AI draft costs credits), while the third is drafted."""
+    from roleferry.outreach.models import Suppression, UserBlock
+
+    async with lab.db.write_session() as session:
+        session.add(Suppression(email="ann@acme.org", reason="spam_report", source_event="t"))
+        session.add(UserBlock(user_id=lab.user_id, email="bob@initech.org", reason="blocklist"))
+    third = {"email": "cy@globex.org", "first_name": "Cy", "last_name": "Ro", "company": "Globex"}
+    await lab.enroll(await ai_sequence(lab), [*PEOPLE, third])
+    await lab.tick()
+    assert set(await drafts_of(lab)) == {"cy@globex.org"}
+    async with lab.db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Draft)) == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,6 +44,17 @@ class Recipient(BaseModel):
     title: Name = ""
     company: Name = ""
     domain: Domain = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_search_names_them(cls, data: Any) -> Any:
+        """A search result names them `company_name` and `company_domain`; read as those when
+        they are text and the plain names are absent (otherwise ignored, as other fields)."""
+        if isinstance(data, dict):
+            for plain, searched in (("company", "company_name"), ("domain", "company_domain")):
+                if plain not in data and isinstance(data.get(searched), str):
+                    data = {**data, plain: data[searched]}
+        return data
 
     @model_validator(mode="after")
     def _named_and_placed(self) -> Recipient:

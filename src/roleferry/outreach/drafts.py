@@ -24,7 +24,7 @@ from roleferry.drafting.models import Draft
 from roleferry.drafting.prompt import DraftRequest
 from roleferry.drafting.stream import ModelChain
 from roleferry.errors import ApiError
-from roleferry.outreach import service
+from roleferry.outreach import service, suppressions
 from roleferry.outreach.models import Enrollment, SequenceDef, SequenceSend
 
 log = structlog.get_logger(__name__)
@@ -99,6 +99,8 @@ class Drafter:
                     .limit(limit)
                 )
             ).all()
+            # A suppressed or blocked recipient will never be mailed: no draft, no charge.
+            barred = await suppressions.barred(session, {(s.user_id, s.email) for s, _, _ in rows})
         return [
             Pending(
                 send.id,
@@ -108,10 +110,17 @@ class Drafter:
                 request_for(sequence.steps[send.step], enrollment.contact, send.email),
             )
             for send, enrollment, sequence in rows
+            if (send.user_id, send.email) not in barred
         ]
 
     async def write(self, item: Pending) -> str:
-        """Drafts one step; returns what became of it (ready, retry, incomplete, refused)."""
+        """Drafts one step; returns what became of it (ready, retry, incomplete, refused, gone)."""
+        async with self.db.session() as session:
+            status = await session.scalar(
+                select(Enrollment.status).where(Enrollment.id == item.enrollment_id)
+            )
+        if status not in service.ACTIVE:
+            return "gone"  # ended while waiting its turn: nothing to write, nothing to charge
         try:
             draft = await drafting.prepare(
                 self.db,
