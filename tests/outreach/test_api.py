@@ -16,6 +16,7 @@ from tests.support.live_server import LiveServer, live_server
 from tests.support.waiting import wait_for
 
 ALWAYS = {"days": [0, 1, 2, 3, 4, 5, 6], "start_hour": 0, "end_hour": 24}
+CSV = {"content-type": "text/csv"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -218,6 +219,23 @@ def test_other_users_resources_are_404_and_bad_input_says_what_to_fix(live: Live
     )
     assert no_email.status_code == 422
     assert "email" in no_email.json()["error"]["message"]
+    empty = api(live, "POST", f"/api/v1/sequences/{sequence_id}/enrollments", json={"contacts": []})
+    assert empty.status_code == 422, empty.text
+    assert "contacts" in empty.text
+    header_only = api(
+        live, "POST", f"/api/v1/sequences/{sequence_id}/enrollments", content="email\n", headers=CSV
+    )
+    assert header_only.status_code == 422, header_only.text
+    assert "no contact to enrol" in header_only.json()["error"]["message"]
+    all_bad = api(
+        live,
+        "POST",
+        f"/api/v1/sequences/{sequence_id}/enrollments",
+        content="email\nnot-an-address\n",
+        headers=CSV,
+    )
+    assert all_bad.status_code == 422
+    assert all_bad.json()["error"]["details"]["rejected"][0]["line"] == 2
 
 
 def test_a_reply_through_inbound_parse_stops_the_enrolment(live: LiveServer) -> None:

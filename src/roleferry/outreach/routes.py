@@ -190,7 +190,7 @@ class ContactIn(BaseModel):
 
 class EnrollIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    contacts: list[ContactIn] | None = Field(None, max_length=MAX_ENROLL)
+    contacts: list[ContactIn] | None = Field(None, min_length=1, max_length=MAX_ENROLL)
     enrichment_job_id: str | None = Field(None, max_length=32)
 
     @model_validator(mode="after")
@@ -394,6 +394,12 @@ async def enroll(
     """Enrols contacts; 202 with the run to follow at Location."""
     await _owned(session, SequenceDef, sequence_id, user.id, "sequence")
     contacts, rejected = await _contacts(request, user.id, session)
+    if not contacts:
+        raise Unprocessable(
+            "no contact to enrol: send at least one with an email address"
+            + (" (every row was rejected; see details)" if rejected else ""),
+            details={"rejected": rejected},
+        )
     async with runtime.db.write_session() as writer:
         sequence = await _owned(writer, SequenceDef, sequence_id, user.id, "sequence")
         run = await service.enroll(
