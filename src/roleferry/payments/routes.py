@@ -96,6 +96,8 @@ async def idempotency_key(
             alias="Idempotency-Key",
             description="1 to 200 printable ASCII characters, no spaces (a UUID will do). "
             "Repeat the request with the same key: the same checkout, never a second.",
+            # Documented, and checked below with a message that says what a good key is.
+            json_schema_extra={"pattern": "^[!-~]{1,200}$"},
         ),
     ] = None,
 ) -> str | None:
